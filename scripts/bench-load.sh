@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# bench-load.sh — rolltest's load generator against oha, side by side, on one core.
+#
+# Starts its own nginx on 127.0.0.1 (one worker, `return 200`, pinned to cpu 0),
+# then for each rate runs `rolltest load` and `oha --latency-correction` (each
+# pinned to cpu 1) and prints one line per tool and rate:
+#   achieved rate, latency p50/p99 (ms), schedule lag p50/p99 (ms),
+#   CPU µs per request (user+sys of the generator process), peak RSS (MB).
+#
+# rolltest's latency is measured from the *scheduled* instant and its lag is
+# how late each request actually left. oha's "corrected" latency starts when
+# its ticker woke, so its own lateness is hidden, and it reports no lag ("-").
+#
+# Usage: scripts/bench-load.sh [-d SECS] [-r "1000 10000 20000 40000"] [-c CONNS]
+#        scripts/bench-load.sh --soak        # 10 min at 5k req/s: RSS must stay bounded
+#        scripts/bench-load.sh --delay-ms 5 -r "15000"   # slow target (python asyncio)
+# Installs nginx (apt) and oha (cargo install) when missing. Only 127.0.0.1 is used;
+# every run is bounded by `timeout`.
+set -u
+cd "$(dirname "$0")/.."
+
+DUR=10; RATES="1000 10000 20000 40000"; CONNS=50; SOAK=0; DELAY_MS=0; PORT=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -d) DUR="$2"; shift 2;;
+    -r) RATES="$2"; shift 2;;
+    -c) CONNS="$2"; shift 2;;
+    --soak) SOAK=1; shift;;
+    --delay-ms) DELAY_MS="$2"; shift 2;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0;;
+    *) echo "unknown argument: $1" >&2; exit 2;;
+  esac
+done
+if [ "$SOAK" = 1 ]; then DUR=600; RATES=5000; fi
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need nginx; then apt-get update -qq && apt-get install -y -qq nginx >/dev/null; fi
+if ! need oha; then echo "installing oha (cargo install oha --locked, several minutes)..." >&2; cargo install oha --locked >/dev/null 2>&1; fi
+need nginx || { echo "nginx missing" >&2; exit 1; }
+cargo build --release --locked --quiet || exit 1
+BIN=$PWD/target/release/rolltest
+
+SRV_PIN=(); GEN_PIN=()
+if [ "$(nproc)" -ge 2 ] && need taskset; then SRV_PIN=(taskset -c 0); GEN_PIN=(taskset -c 1); fi
+
+WORK=$(mktemp -d /tmp/bench-load.XXXXXX)
+SERVER_PID=""
+cleanup() {
+  [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# A free port: bind 0 in python, read it, release it.
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+URL="http://127.0.0.1:$PORT/"
+
+if [ "$DELAY_MS" != 0 ]; then
+  cat > "$WORK/delay.py" <<'PY'
+import asyncio, sys
+port, delay = int(sys.argv[1]), float(sys.argv[2]) / 1000.0
+RESP = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+class P(asyncio.Protocol):
+    def connection_made(self, t): self.t, self.buf = t, b""
+    def data_received(self, d):
+        self.buf += d
+        n = self.buf.count(b"\r\n\r\n")
+        if n:
+            self.buf = self.buf[self.buf.rfind(b"\r\n\r\n") + 4:]
+            for _ in range(n): asyncio.get_running_loop().call_later(delay, self.reply)
+    def reply(self):
+        if not self.t.is_closing(): self.t.write(RESP)
+async def main():
+    srv = await asyncio.get_running_loop().create_server(P, "127.0.0.1", port, backlog=4096)
+    async with srv: await srv.serve_forever()
+asyncio.run(main())
+PY
+  "${SRV_PIN[@]}" python3 "$WORK/delay.py" "$PORT" "$DELAY_MS" >"$WORK/server.log" 2>&1 &
+else
+  mkdir -p "$WORK/nginx/tmp"
+  cat > "$WORK/nginx/nginx.conf" <<NGX
+worker_processes 1;
+daemon off;
+master_process off;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  keepalive_requests 10000000;
+  client_body_temp_path $WORK/nginx/tmp; proxy_temp_path $WORK/nginx/tmp;
+  fastcgi_temp_path $WORK/nginx/tmp; uwsgi_temp_path $WORK/nginx/tmp; scgi_temp_path $WORK/nginx/tmp;
+  server { listen 127.0.0.1:$PORT backlog=4096; location / { return 200 "ok"; } }
+}
+NGX
+  "${SRV_PIN[@]}" nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx/" >"$WORK/server.log" 2>&1 &
+fi
+SERVER_PID=$!
+for _ in $(seq 50); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
+  sleep 0.1
+done
+
+LIMIT=$((DUR + 30))
+printf "%-9s %7s %10s %8s %8s %9s %9s %9s %8s\n" tool target achieved p50_ms p99_ms lag_p50 lag_p99 us_cpu/req rss_MB
+for rate in $RATES; do
+  # rolltest
+  /usr/bin/time -f "%U %S %M" -o "$WORK/rt.time" timeout -k 5 "$LIMIT" "${GEN_PIN[@]}" \
+    "$BIN" load "$URL" --rate "$rate" --duration "${DUR}s" --max-in-flight 4096 --quiet --out "$WORK/rt" \
+    >"$WORK/rt.out" 2>"$WORK/rt.err"
+  python3 - "$WORK/rt/summary.json" "$WORK/rt.time" "$rate" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1])); u, sy, rss = open(sys.argv[2]).read().split()[:3]
+n = s["requests"]["sent"] or 1
+f = lambda v: "-" if v is None else "%.3f" % v
+print("%-9s %7s %10.1f %8s %8s %9s %9s %9.1f %8.1f" % ("rolltest", sys.argv[3], s["achieved_rate"],
+  f(s["latency_ms"]["p50"]), f(s["latency_ms"]["p99"]), f(s["schedule_lag_ms"]["p50"]), f(s["schedule_lag_ms"]["p99"]),
+  (float(u) + float(sy)) * 1e6 / n, int(rss) / 1024))
+if s["requests"]["dropped"] or s["requests"]["failed"]:
+  print("          (dropped %d, failed %d)" % (s["requests"]["dropped"], s["requests"]["failed"]))
+PY
+  [ "$SOAK" = 1 ] && continue
+  # oha, open model with latency correction
+  if need oha; then
+    /usr/bin/time -f "%U %S %M" -o "$WORK/oha.time" timeout -k 5 "$LIMIT" "${GEN_PIN[@]}" \
+      oha --no-tui --output-format json -z "${DUR}s" -c "$CONNS" --worker-threads 1 -q "$rate" --latency-correction "$URL" \
+      >"$WORK/oha.out" 2>"$WORK/oha.err"
+    python3 - "$WORK/oha.out" "$WORK/oha.time" "$rate" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1])); u, sy, rss = open(sys.argv[2]).read().split()[:3]
+n = sum(d["statusCodeDistribution"].values()) or 1
+l = d["latencyPercentiles"]
+print("%-9s %7s %10.1f %8.3f %8.3f %9s %9s %9.1f %8.1f" % ("oha-lc", sys.argv[3], n / d["summary"]["total"],
+  l["p50"] * 1e3, l["p99"] * 1e3, "-", "-", (float(u) + float(sy)) * 1e6 / n, int(rss) / 1024))
+PY
+  fi
+done

@@ -1,0 +1,161 @@
+//! The command line: clap definitions and the mapping from library results to
+//! exit codes. This is the only place (with `main.rs`) that uses `anyhow` and
+//! clap; everything below it returns typed errors.
+
+mod serve;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::{
+    error::ExitStatus,
+    run::{self, LoadOptions, RunOptions},
+};
+
+/// rolltest: prove that a Deployment survives a rollout without dropping requests.
+#[derive(Debug, Parser)]
+#[command(name = "rolltest", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a scenario: constant-rate load, verdict, run directory with report.
+    ///
+    /// Exit codes: 0 pass, 1 verdict failed, 2 bad input, 3 run error,
+    /// 4 inconclusive (rate not held, or interrupted).
+    Run(RunArgs),
+    /// Ad hoc constant-rate HTTP load against one URL, no cluster.
+    ///
+    /// Writes the same run directory and summary as `run`. Without limits the
+    /// verdict fails on any failed request.
+    Load(LoadArgs),
+    /// Rebuild report.html and summary.json from a run directory's saved files.
+    Report(ReportArgs),
+    /// The bundled demo app, with selectable startup, readiness and shutdown behaviour.
+    Serve(serve::ServeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The scenario file (TOML).
+    pub scenario: PathBuf,
+    /// Run directory to write (default: reports/<scenario-name>-<UTC timestamp>/).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Hide the progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Validate the scenario (and its files) without running anything.
+    #[arg(long)]
+    pub check: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LoadArgs {
+    /// Target URL (http://, loopback or any host you own).
+    pub url: String,
+    /// Requests per second (constant arrival rate, open model).
+    #[arg(long, short)]
+    pub rate: f64,
+    /// How long to send, e.g. 500ms, 30s, 2m.
+    #[arg(long, short)]
+    pub duration: String,
+    /// Per-request timeout, counted from the moment the request is sent.
+    #[arg(long, default_value = "2s")]
+    pub timeout: String,
+    /// Most requests in flight at once; a request due when this many are in
+    /// flight is recorded as dropped (the run becomes inconclusive).
+    #[arg(long, default_value_t = 512)]
+    pub max_in_flight: usize,
+    /// HTTP method.
+    #[arg(long, short = 'X', default_value = "GET")]
+    pub method: String,
+    /// Extra request header, "Name: value" (repeatable).
+    #[arg(long = "header", short = 'H')]
+    pub headers: Vec<String>,
+    /// Request body.
+    #[arg(long)]
+    pub body: Option<String>,
+    /// Open a new connection for every request instead of reusing keep-alive connections.
+    #[arg(long)]
+    pub no_keepalive: bool,
+    /// Fail the verdict when more than this many requests failed (default 0).
+    #[arg(long)]
+    pub max_failed: Option<u64>,
+    /// Fail the verdict when the p99 latency (from the scheduled time) exceeds this, in ms.
+    #[arg(long)]
+    pub max_p99_ms: Option<f64>,
+    /// Run directory to write (default: reports/load-<UTC timestamp>/).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Hide the progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// A run directory written by `rolltest run` or `rolltest load`.
+    pub run_dir: PathBuf,
+}
+
+/// Parses the command line, runs the command and returns the process exit code.
+pub fn main() -> u8 {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitStatus::RunError.code()
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<u8> {
+    let status = match cli.command {
+        Command::Run(args) => run::run_scenario(RunOptions {
+            scenario: args.scenario,
+            out: args.out,
+            quiet: args.quiet,
+            check_only: args.check,
+        }),
+        Command::Load(args) => run::run_load(LoadOptions {
+            url: args.url,
+            rate: args.rate,
+            duration: args.duration,
+            timeout: args.timeout,
+            max_in_flight: args.max_in_flight,
+            method: args.method,
+            headers: args.headers,
+            body: args.body,
+            keepalive: !args.no_keepalive,
+            max_failed: args.max_failed,
+            max_p99_ms: args.max_p99_ms,
+            out: args.out,
+            quiet: args.quiet,
+        }),
+        Command::Report(args) => run::rebuild_report(&args.run_dir),
+        Command::Serve(args) => return serve::run(args),
+    };
+    Ok(report_outcome(status))
+}
+
+/// Prints an error (if any) and turns a command's outcome into its exit code.
+fn report_outcome(result: Result<ExitStatus, run::RunError>) -> u8 {
+    match result {
+        Ok(status) => status.code(),
+        Err(err) => {
+            eprintln!("error: {err}");
+            let mut source = std::error::Error::source(&err);
+            while let Some(cause) = source {
+                eprintln!("  caused by: {cause}");
+                source = cause.source();
+            }
+            err.exit_status().code()
+        }
+    }
+}

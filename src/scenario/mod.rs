@@ -1,0 +1,169 @@
+//! Scenario files: TOML in, a validated [`Scenario`] out.
+//!
+//! Parsing happens in one pass with serde: the value types in [`values`]
+//! validate themselves while they are deserialized, so every error carries the
+//! file, line, column and key path of the offending value (ripgrep's "low
+//! args → high args" split, with nextest's habit of keeping the TOML path).
+//! Unknown keys are refused everywhere.
+
+mod error;
+mod raw;
+pub mod values;
+
+use std::path::{Path, PathBuf};
+
+pub use error::ScenarioError;
+pub use raw::{RawLoad, RawScenario, RawTarget, RawVerdict};
+pub use values::{HttpMethod, HttpUrl, PositiveDuration, Rate};
+
+use crate::verdict::Limits;
+
+/// Default request timeout.
+pub const DEFAULT_TIMEOUT: &str = "2s";
+/// Default cap on requests in flight.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 512;
+
+/// A validated scenario, ready to run.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// The scenario's name (used in the default run directory name).
+    pub name: String,
+    /// The file it was read from (`None` for a scenario built from flags).
+    pub source: Option<PathBuf>,
+    /// The TOML text as run (copied to the run directory).
+    pub text: String,
+    /// Where the load goes and what it sends.
+    pub target: Target,
+    /// The load.
+    pub load: LoadSpec,
+    /// The verdict's limits.
+    pub limits: Limits,
+}
+
+/// Where the load goes.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// `http://host:port/path`.
+    pub url: http::Uri,
+    /// Method of every request.
+    pub method: http::Method,
+    /// Extra headers sent with every request.
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Body sent with every request (empty for none).
+    pub body: bytes::Bytes,
+}
+
+/// The load's shape.
+#[derive(Debug, Clone)]
+pub struct LoadSpec {
+    /// Requests per second.
+    pub rate: f64,
+    /// How long requests are scheduled for.
+    pub duration: std::time::Duration,
+    /// Per-request timeout from the moment it is sent.
+    pub timeout: std::time::Duration,
+    /// Most requests in flight at once.
+    pub max_in_flight: usize,
+    /// Reuse connections (HTTP keep-alive).
+    pub keepalive: bool,
+}
+
+impl LoadSpec {
+    /// How many requests the schedule holds: every `i` with `i / rate < duration`.
+    pub fn scheduled_requests(&self) -> u64 {
+        crate::loadgen::pacer::Pacer::new(self.rate).count_before(self.duration)
+    }
+}
+
+impl Scenario {
+    /// Reads and validates a scenario file.
+    pub fn load(path: &Path) -> Result<Self, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, Some(path))
+    }
+
+    /// Parses and validates scenario text; `path` names it in errors.
+    pub fn parse(text: &str, path: Option<&Path>) -> Result<Self, ScenarioError> {
+        let raw = raw::parse(text, path)?;
+        Self::from_raw(raw, text.to_string(), path).map_err(|e| e.locate(text))
+    }
+
+    /// Builds a scenario from already-parsed values (used by `rolltest load`,
+    /// whose flags go through the same value types).
+    pub fn from_raw(
+        raw: RawScenario,
+        text: String,
+        path: Option<&Path>,
+    ) -> Result<Self, ScenarioError> {
+        let file = path.map(Path::to_path_buf);
+        let invalid = |key: &str, message: String| ScenarioError::Invalid {
+            file: file.clone(),
+            line: None,
+            key: key.to_string(),
+            message,
+        };
+        if raw.name.trim().is_empty() {
+            return Err(invalid("name", "must not be empty".into()));
+        }
+        let url = match &raw.target.url {
+            Some(url) => url.0.clone(),
+            None => return Err(invalid("target.url", "is required".into())),
+        };
+        let mut headers = Vec::with_capacity(raw.target.headers.len());
+        for (name, value) in &raw.target.headers {
+            let key = format!("target.headers.{name}");
+            let name = http::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| invalid(&key, format!("{name:?} is not a valid header name")))?;
+            let value = http::HeaderValue::from_str(value)
+                .map_err(|_| invalid(&key, "is not a valid header value".into()))?;
+            headers.push((name, value));
+        }
+        let limits = raw.verdict.to_limits();
+        Ok(Scenario {
+            name: raw.name.trim().to_string(),
+            source: file.clone(),
+            text,
+            target: Target {
+                url,
+                method: raw.target.method.map(|m| m.0).unwrap_or(http::Method::GET),
+                headers,
+                body: raw.target.body.map(bytes::Bytes::from).unwrap_or_default(),
+            },
+            load: LoadSpec {
+                rate: raw.load.rate.0,
+                duration: raw.load.duration.0,
+                timeout: raw
+                    .load
+                    .timeout
+                    .map(|t| t.0)
+                    .unwrap_or(std::time::Duration::from_secs(2)),
+                max_in_flight: raw
+                    .load
+                    .max_in_flight
+                    .map(usize::from)
+                    .unwrap_or(DEFAULT_MAX_IN_FLIGHT),
+                keepalive: raw.load.keepalive.unwrap_or(true),
+            },
+            limits,
+        })
+    }
+
+    /// The name made safe for a directory name.
+    pub fn slug(&self) -> String {
+        let slug: String = self
+            .name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        slug.trim_matches(|c| c == '-' || c == '.').to_string()
+    }
+}

@@ -1,0 +1,198 @@
+//! Helpers shared by the integration tests: the demo app as a child process,
+//! tiny misbehaving servers, and the generator driven in-process.
+#![allow(dead_code)]
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    os::fd::AsRawFd,
+    process::{Child, Command, Stdio},
+    sync::{Arc, atomic::AtomicBool, mpsc},
+    thread,
+    time::{Duration, Instant},
+};
+
+use rolltest::{
+    loadgen::{self, LiveCounters},
+    model::{RequestRecord, RunClock},
+    scenario::{LoadSpec, Target},
+};
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_rolltest")
+}
+
+/// `rolltest serve` on a free loopback port; killed on drop.
+pub struct DemoApp {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl DemoApp {
+    pub fn start(args: &[&str]) -> DemoApp {
+        let mut child = Command::new(bin())
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("POD_NAME", "demo-1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn rolltest serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent && let Some(rest) = line.split("listening on ").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
+                    let _ = tx.send(addr);
+                    sent = true;
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("demo app did not report its address");
+        DemoApp {
+            child,
+            addr: addr.parse().expect("address"),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+}
+
+impl Drop for DemoApp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What a misbehaving test server does with each connection.
+#[derive(Clone, Copy)]
+pub enum Misbehave {
+    /// Read the request, then reset the connection (RST).
+    Reset,
+    /// Read the request, then close without answering (FIN).
+    Close,
+    /// Read the request and never answer.
+    Stall,
+    /// Answer with this status.
+    Status(u16),
+}
+
+/// A server on 127.0.0.1:0 that misbehaves on every connection. Runs until the test ends.
+pub fn misbehaving_server(how: Misbehave) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            read_request(&mut stream);
+            match how {
+                Misbehave::Reset => {
+                    set_linger_zero(&stream);
+                    drop(stream);
+                }
+                Misbehave::Close => drop(stream),
+                Misbehave::Stall => held.push(stream),
+                Misbehave::Status(code) => {
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 {code} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    );
+                }
+            }
+        }
+    });
+    addr
+}
+
+fn read_request(stream: &mut TcpStream) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+fn set_linger_zero(stream: &TcpStream) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket and a correctly sized linger struct.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+}
+
+/// A loopback port with nothing listening on it.
+pub fn closed_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr")
+}
+
+pub fn target(url: &str) -> Target {
+    Target {
+        url: url.parse().expect("url"),
+        method: http::Method::GET,
+        headers: Vec::new(),
+        body: bytes::Bytes::new(),
+    }
+}
+
+pub fn spec(rate: f64, duration: Duration, timeout: Duration) -> LoadSpec {
+    LoadSpec {
+        rate,
+        duration,
+        timeout,
+        max_in_flight: 512,
+        keepalive: true,
+    }
+}
+
+/// Runs the generator in-process and returns every record, sorted by seq.
+pub fn run_load(url: &str, spec: &LoadSpec) -> (Vec<RequestRecord>, Arc<LiveCounters>) {
+    let target = target(url);
+    let addr: SocketAddr = format!(
+        "{}:{}",
+        target.url.host().expect("host"),
+        target.url.port_u16().unwrap_or(80)
+    )
+    .parse()
+    .expect("addr");
+    let (tx, rx) = mpsc::channel();
+    let live = Arc::new(LiveCounters::default());
+    let clock = RunClock::start();
+    let run = loadgen::start(
+        &target,
+        addr,
+        spec,
+        clock,
+        Instant::now() + Duration::from_millis(5),
+        tx,
+        Arc::new(AtomicBool::new(false)),
+        live.clone(),
+    )
+    .expect("start");
+    run.wait().expect("wait");
+    let mut records: Vec<RequestRecord> = rx.try_iter().flatten().collect();
+    records.sort_by_key(|r| r.seq);
+    (records, live)
+}

@@ -1,0 +1,183 @@
+//! The generator against real sockets on loopback: classification from the
+//! real error source chain, the schedule held, connections grown on demand.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{DemoApp, Misbehave, closed_port, misbehaving_server, run_load, spec};
+use rolltest::model::{ErrorKind, Outcome};
+
+fn kinds(url: &str, timeout: Duration) -> Vec<(Outcome, Option<u16>)> {
+    let (records, _) = run_load(url, &spec(20.0, Duration::from_millis(200), timeout));
+    assert_eq!(records.len(), 4, "{records:?}");
+    records.iter().map(|r| (r.outcome, r.status)).collect()
+}
+
+#[test]
+fn refused_when_nothing_listens() {
+    let url = format!("http://{}/", closed_port());
+    for (outcome, _) in kinds(&url, Duration::from_secs(1)) {
+        assert_eq!(outcome, Outcome::Failed(ErrorKind::ConnectRefused));
+    }
+}
+
+#[test]
+fn reset_when_the_server_resets() {
+    let url = format!("http://{}/", misbehaving_server(Misbehave::Reset));
+    for (outcome, status) in kinds(&url, Duration::from_secs(1)) {
+        assert_eq!(outcome, Outcome::Failed(ErrorKind::ConnectionReset));
+        assert_eq!(status, None);
+    }
+}
+
+#[test]
+fn closed_before_response_counts_as_reset() {
+    let url = format!("http://{}/", misbehaving_server(Misbehave::Close));
+    let (records, _) = run_load(
+        &url,
+        &spec(20.0, Duration::from_millis(200), Duration::from_secs(1)),
+    );
+    for r in &records {
+        assert_eq!(
+            r.outcome,
+            Outcome::Failed(ErrorKind::ConnectionReset),
+            "{r:?}"
+        );
+        let detail = r.detail.as_deref().unwrap_or("");
+        assert!(
+            detail.contains("closed") || detail.contains("reset"),
+            "{detail}"
+        );
+    }
+}
+
+#[test]
+fn timeout_when_the_server_stalls() {
+    let url = format!("http://{}/", misbehaving_server(Misbehave::Stall));
+    let (records, _) = run_load(
+        &url,
+        &spec(20.0, Duration::from_millis(200), Duration::from_millis(300)),
+    );
+    for r in &records {
+        assert_eq!(r.outcome, Outcome::Failed(ErrorKind::Timeout), "{r:?}");
+        let latency = r.latency_us.expect("latency");
+        assert!(latency >= 300_000, "timed out after {latency} us");
+    }
+}
+
+#[test]
+fn status_codes_are_kept() {
+    let url = format!("http://{}/", misbehaving_server(Misbehave::Status(503)));
+    for (outcome, status) in kinds(&url, Duration::from_secs(1)) {
+        assert_eq!(outcome, Outcome::Failed(ErrorKind::Http5xx));
+        assert_eq!(status, Some(503));
+    }
+    let url = format!("http://{}/", misbehaving_server(Misbehave::Status(404)));
+    for (outcome, status) in kinds(&url, Duration::from_secs(1)) {
+        assert_eq!(outcome, Outcome::Failed(ErrorKind::Http4xx));
+        assert_eq!(status, Some(404));
+    }
+}
+
+#[test]
+fn holds_the_rate_against_the_demo_app_and_names_the_pod() {
+    let app = DemoApp::start(&[]);
+    let rate = 500.0;
+    let (records, live) = run_load(
+        &app.url(),
+        &spec(rate, Duration::from_secs(2), Duration::from_secs(2)),
+    );
+    assert_eq!(records.len(), 1000);
+    assert!(
+        records.iter().all(|r| r.outcome == Outcome::Ok),
+        "{:?}",
+        records.iter().find(|r| r.outcome != Outcome::Ok)
+    );
+    assert!(records.iter().all(|r| r.pod.as_deref() == Some("demo-1")));
+    // Sends follow the schedule: the span of actual sends is the schedule's
+    // span, give or take scheduling noise (generous bound for a busy CI box).
+    let first = records[0].sent_us.unwrap();
+    let last = records[999].sent_us.unwrap();
+    let span_s = (last - first) as f64 / 1e6;
+    let achieved = 999.0 / span_s;
+    assert!(
+        (achieved - rate).abs() / rate < 0.02,
+        "achieved {achieved:.1} req/s"
+    );
+    // Intended times are exactly the schedule.
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(
+            r.intended_us - records[0].intended_us,
+            (i as u64) * 2_000,
+            "seq {i}"
+        );
+    }
+    // Keep-alive: a handful of connections, not one per request.
+    assert!(live.connections.load(std::sync::atomic::Ordering::Relaxed) < 20);
+}
+
+#[test]
+fn no_keepalive_opens_a_connection_per_request() {
+    let app = DemoApp::start(&[]);
+    let mut s = spec(100.0, Duration::from_millis(300), Duration::from_secs(2));
+    s.keepalive = false;
+    let (records, live) = run_load(&app.url(), &s);
+    assert_eq!(records.len(), 30);
+    assert!(records.iter().all(|r| r.outcome == Outcome::Ok));
+    assert_eq!(
+        live.connections.load(std::sync::atomic::Ordering::Relaxed),
+        30
+    );
+    let mut conns: Vec<_> = records.iter().filter_map(|r| r.conn).collect();
+    conns.dedup();
+    assert_eq!(conns.len(), 30);
+}
+
+#[test]
+fn slow_target_gets_more_connections_not_less_load() {
+    // 200 req/s at 100 ms each needs ~20 concurrent requests.
+    let app = DemoApp::start(&["--work", "100ms"]);
+    let (records, live) = run_load(
+        &app.url(),
+        &spec(200.0, Duration::from_secs(1), Duration::from_secs(2)),
+    );
+    assert_eq!(records.len(), 200);
+    assert!(records.iter().all(|r| r.outcome == Outcome::Ok));
+    let conns = live.connections.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        conns >= 15,
+        "only {conns} connections for ~20 concurrent requests"
+    );
+    // Latency from the schedule is the work time plus a little, not queueing.
+    let mut lat: Vec<u64> = records.iter().filter_map(|r| r.latency_us).collect();
+    lat.sort();
+    assert!(lat[100] < 150_000, "median {} us", lat[100]);
+}
+
+#[test]
+fn max_in_flight_drops_instead_of_slowing_down() {
+    let url = format!("http://{}/", misbehaving_server(Misbehave::Stall));
+    let mut s = spec(
+        100.0,
+        Duration::from_millis(500),
+        Duration::from_millis(400),
+    );
+    s.max_in_flight = 10;
+    let (records, live) = run_load(&url, &s);
+    assert_eq!(records.len(), 50, "every scheduled request has a record");
+    let dropped = records
+        .iter()
+        .filter(|r| r.outcome == Outcome::Dropped)
+        .count();
+    assert!(dropped >= 20, "dropped {dropped}");
+    assert_eq!(
+        live.dropped.load(std::sync::atomic::Ordering::Relaxed) as usize,
+        dropped
+    );
+    // Dropped requests keep their place in the schedule.
+    for r in records.iter().filter(|r| r.outcome == Outcome::Dropped) {
+        assert!(r.sent_us.is_none());
+        assert_eq!(r.intended_us - records[0].intended_us, r.seq * 10_000);
+    }
+}
