@@ -365,11 +365,13 @@ impl Summary {
                     "the generator dropped {} requests it could not send (max_in_flight reached or too far behind)",
                     agg.dropped
                 ),
-                "max_schedule_lag_p99_ms" => format!(
-                    "requests left late: schedule lag p99 {} ms > {} ms",
-                    fmt_opt(c.actual),
-                    c.limit
-                ),
+                "max_schedule_lag_p99_ms" => match c.actual {
+                    Some(lag) => format!(
+                        "requests left late: schedule lag p99 {lag} ms > {} ms",
+                        c.limit
+                    ),
+                    None => "no request was sent, so the schedule was not held".into(),
+                },
                 "min_achieved_ratio" => format!(
                     "the generator achieved {achieved_rate} req/s of {} asked ({:.2}% < {:.2}%)",
                     facts.rate,
@@ -420,10 +422,6 @@ impl Summary {
             rolltest_version: facts.rolltest_version.clone(),
         }
     }
-}
-
-fn fmt_opt(v: Option<f64>) -> String {
-    v.map_or_else(|| "n/a".into(), |v| v.to_string())
 }
 
 #[cfg(test)]

@@ -449,7 +449,7 @@ fn ctrl_c_stops_the_run_writes_everything_and_exits_4() {
     assert_eq!(s["verdict"], "inconclusive");
     assert_eq!(s["interrupted"], true);
     let scheduled = s["requests"]["scheduled"].as_u64().unwrap();
-    assert!(scheduled >= 50 && scheduled < 6000, "scheduled {scheduled}");
+    assert!((50..6000).contains(&scheduled), "scheduled {scheduled}");
     let records = fs::read_to_string(out_dir.join("records.csv")).unwrap();
     assert_eq!(
         records.lines().count() as u64,

@@ -43,7 +43,7 @@ pub enum Command {
 pub struct RunArgs {
     /// The scenario file (TOML).
     pub scenario: PathBuf,
-    /// Run directory to write (default: reports/<scenario-name>-<UTC timestamp>/).
+    /// Run directory to write (default: reports/NAME-UTCSTAMP/).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Hide the progress bar.
@@ -89,7 +89,7 @@ pub struct LoadArgs {
     /// Fail the verdict when the p99 latency (from the scheduled time) exceeds this, in ms.
     #[arg(long)]
     pub max_p99_ms: Option<f64>,
-    /// Run directory to write (default: reports/load-<UTC timestamp>/).
+    /// Run directory to write (default: reports/load-UTCSTAMP/).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Hide the progress bar.

@@ -272,7 +272,10 @@ pub fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
 fn count_ticks(hi: f64) -> Vec<f64> {
     let ticks = log_ticks(1.0, hi);
     if ticks.len() > 8 {
-        log_ticks(1.0, hi).into_iter().filter(|v| v.log10().fract() == 0.0).collect()
+        log_ticks(1.0, hi)
+            .into_iter()
+            .filter(|v| v.log10().fract() == 0.0)
+            .collect()
     } else {
         ticks
     }

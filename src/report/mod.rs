@@ -10,15 +10,16 @@
 //!
 //! The output depends only on its inputs (no render time, no random ids,
 //! ordered maps, fixed number formatting), so it can be snapshot-tested.
-//! Every string that comes from data is escaped with [`html::escape`].
+//! Every string that comes from data is escaped with `html::escape`.
 //!
-//! Layout: this module orchestrates; [`html`] has escaping, formatting and
-//! tables, [`series`] prepares chart data, [`charts`] draws with plotters.
+//! Layout: this module orchestrates, `sections` builds each section, `html`
+//! has escaping, formatting and tables, `series` prepares chart data
+//! (downsampling included), `charts` draws with plotters.
 
-pub mod charts;
-pub mod html;
+mod charts;
+mod html;
 mod sections;
-pub mod series;
+mod series;
 
 use crate::summary::{Aggregate, RunFacts, Summary};
 

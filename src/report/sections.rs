@@ -10,7 +10,9 @@ use crate::{
 
 use super::{
     charts,
-    html::{Cell, Table, escape, fmt_dec, fmt_ms, fmt_num, fmt_opt, fmt_pct, legend, note, num, text},
+    html::{
+        Cell, Table, escape, fmt_dec, fmt_ms, fmt_num, fmt_opt, fmt_pct, legend, note, num, text,
+    },
     series::{self, MAX_HISTOGRAM_BINS, Series},
 };
 

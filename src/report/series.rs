@@ -220,14 +220,11 @@ pub const LATENCY_COLORS: [Rgb; 3] = [(229, 115, 115), (239, 108, 0), (21, 101, 
 /// max, p99 and p50 per latency bucket. `None` without successful requests.
 pub fn latency_over_time(agg: &Aggregate, duration_us: u64) -> Option<LatencyOverTime> {
     let w = agg.latency_bucket_us.max(1);
-    let stats: [(&str, fn(&Histogram<u64>) -> u64); 3] = [
-        ("max", |h| h.max()),
-        ("p99", |h| h.value_at_quantile(0.99)),
-        ("p50", |h| h.value_at_quantile(0.5)),
-    ];
+    // The quantile of each line; None is the maximum.
+    let stats = [("max", None), ("p99", Some(0.99)), ("p50", Some(0.5))];
     let mut y_range: Option<(f64, f64)> = None;
     let mut series = Vec::new();
-    for ((label, stat), color) in stats.into_iter().zip(LATENCY_COLORS) {
+    for ((label, quantile), color) in stats.into_iter().zip(LATENCY_COLORS) {
         let mut segments: Vec<Vec<(f64, f64)>> = Vec::new();
         let mut last: Option<usize> = None;
         for (i, h) in agg.latency_over_time.iter().enumerate() {
@@ -235,7 +232,8 @@ pub fn latency_over_time(agg: &Aggregate, duration_us: u64) -> Option<LatencyOve
                 continue;
             }
             let x = secs(agg.origin_us + i as u64 * w + w / 2);
-            let y = stat(h).max(1) as f64 / 1000.0;
+            let v = quantile.map_or_else(|| h.max(), |q| h.value_at_quantile(q));
+            let y = v.max(1) as f64 / 1000.0;
             y_range = Some(y_range.map_or((y, y), |(lo, hi)| (lo.min(y), hi.max(y))));
             match (last, segments.last_mut()) {
                 (Some(prev), Some(seg)) if prev + 1 == i => seg.push((x, y)),
