@@ -2,8 +2,10 @@
 # bench-load.sh — rolltest's load generator against oha, side by side, on one core.
 #
 # Starts its own nginx on 127.0.0.1 (one worker, `return 200`, pinned to cpu 0),
-# then for each rate runs `rolltest load` and `oha --latency-correction` (each
-# pinned to cpu 1) and prints one line per tool and rate:
+# then for each rate runs `rolltest load` (default send quantum: 100 µs groups
+# up to 20k req/s, 1 ms above; then forced to 100us and to 1ms — requests
+# leave in 1 ms groups, as oha's ticker sends them) and
+# `oha --latency-correction` (each pinned to cpu 1), one line per tool and rate:
 #   achieved rate, latency p50/p99 (ms), schedule lag p50/p99 (ms),
 #   CPU µs per request (user+sys of the generator process), peak RSS (MB).
 #
@@ -103,23 +105,27 @@ for _ in $(seq 50); do
 done
 
 LIMIT=$((DUR + 30))
-printf "%-9s %7s %10s %8s %8s %9s %9s %9s %8s\n" tool target achieved p50_ms p99_ms lag_p50 lag_p99 us_cpu/req rss_MB
+printf "%-12s %7s %10s %8s %8s %9s %9s %9s %8s\n" tool target achieved p50_ms p99_ms lag_p50 lag_p99 us_cpu/req rss_MB
 for rate in $RATES; do
-  # rolltest
-  /usr/bin/time -f "%U %S %M" -o "$WORK/rt.time" timeout -k 5 "$LIMIT" "${GEN_PIN[@]}" \
-    "$BIN" load "$URL" --rate "$rate" --duration "${DUR}s" --max-in-flight 4096 --quiet --out "$WORK/rt" \
-    >"$WORK/rt.out" 2>"$WORK/rt.err"
-  python3 - "$WORK/rt/summary.json" "$WORK/rt.time" "$rate" <<'PY'
+  for variant in "rolltest:auto" "rolltest-100us:100us" "rolltest-1ms:1ms"; do
+    name=${variant%%:*}; quantum=${variant##*:}
+    [ "$SOAK" = 1 ] && [ "$name" != rolltest ] && continue
+    /usr/bin/time -f "%U %S %M" -o "$WORK/rt.time" timeout -k 5 "$LIMIT" "${GEN_PIN[@]}" \
+      "$BIN" load "$URL" --rate "$rate" --duration "${DUR}s" --max-in-flight 4096 \
+      $( [ "$quantum" != auto ] && echo --send-quantum "$quantum" ) \
+      --quiet --out "$WORK/rt" >"$WORK/rt.out" 2>"$WORK/rt.err"
+    python3 - "$WORK/rt/summary.json" "$WORK/rt.time" "$rate" "$name" <<'PY'
 import json, sys
-s = json.load(open(sys.argv[1])); u, sy, rss = open(sys.argv[2]).read().split()[:3]
+s = json.load(open(sys.argv[1])); u, sy, rss = open(sys.argv[2]).read().strip().splitlines()[-1].split()[:3]
 n = s["requests"]["sent"] or 1
 f = lambda v: "-" if v is None else "%.3f" % v
-print("%-9s %7s %10.1f %8s %8s %9s %9s %9.1f %8.1f" % ("rolltest", sys.argv[3], s["achieved_rate"],
+print("%-12s %7s %10.1f %8s %8s %9s %9s %9.1f %8.1f" % (sys.argv[4], sys.argv[3], s["achieved_rate"],
   f(s["latency_ms"]["p50"]), f(s["latency_ms"]["p99"]), f(s["schedule_lag_ms"]["p50"]), f(s["schedule_lag_ms"]["p99"]),
   (float(u) + float(sy)) * 1e6 / n, int(rss) / 1024))
 if s["requests"]["dropped"] or s["requests"]["failed"]:
-  print("          (dropped %d, failed %d)" % (s["requests"]["dropped"], s["requests"]["failed"]))
+  print("             (dropped %d, failed %d)" % (s["requests"]["dropped"], s["requests"]["failed"]))
 PY
+  done
   [ "$SOAK" = 1 ] && continue
   # oha, open model with latency correction
   if need oha; then
@@ -128,10 +134,10 @@ PY
       >"$WORK/oha.out" 2>"$WORK/oha.err"
     python3 - "$WORK/oha.out" "$WORK/oha.time" "$rate" <<'PY'
 import json, sys
-d = json.load(open(sys.argv[1])); u, sy, rss = open(sys.argv[2]).read().split()[:3]
+d = json.load(open(sys.argv[1])); u, sy, rss = open(sys.argv[2]).read().strip().splitlines()[-1].split()[:3]
 n = sum(d["statusCodeDistribution"].values()) or 1
 l = d["latencyPercentiles"]
-print("%-9s %7s %10.1f %8.3f %8.3f %9s %9s %9.1f %8.1f" % ("oha-lc", sys.argv[3], n / d["summary"]["total"],
+print("%-12s %7s %10.1f %8.3f %8.3f %9s %9s %9.1f %8.1f" % ("oha-lc", sys.argv[3], n / d["summary"]["total"],
   l["p50"] * 1e3, l["p99"] * 1e3, "-", "-", (float(u) + float(sy)) * 1e6 / n, int(rss) / 1024))
 PY
   fi

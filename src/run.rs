@@ -96,6 +96,8 @@ pub struct LoadOptions {
     pub body: Option<String>,
     /// Keep-alive.
     pub keepalive: bool,
+    /// Send quantum text (`None`: automatic).
+    pub send_quantum: Option<String>,
     /// Failure limit.
     pub max_failed: Option<u64>,
     /// p99 limit, ms.
@@ -147,6 +149,12 @@ fn raw_from_flags(opts: &LoadOptions) -> Result<RawScenario, RunError> {
     let timeout: PositiveDuration = opts.timeout.parse().map_err(bad("--timeout"))?;
     let max_in_flight = std::num::NonZeroUsize::new(opts.max_in_flight)
         .ok_or_else(|| bad("--max-in-flight")("must be at least 1".into()))?;
+    let send_quantum: Option<PositiveDuration> = opts
+        .send_quantum
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(bad("--send-quantum"))?;
     let method: HttpMethod = opts.method.parse().map_err(bad("--method"))?;
     let mut headers = std::collections::BTreeMap::new();
     for h in &opts.headers {
@@ -184,6 +192,7 @@ fn raw_from_flags(opts: &LoadOptions) -> Result<RawScenario, RunError> {
             timeout: Some(timeout),
             max_in_flight: Some(max_in_flight),
             keepalive: Some(opts.keepalive),
+            send_quantum,
         },
         verdict: RawVerdict {
             max_failed: opts.max_failed,

@@ -181,3 +181,37 @@ fn max_in_flight_drops_instead_of_slowing_down() {
         assert_eq!(r.intended_us - records[0].intended_us, r.seq * 10_000);
     }
 }
+
+#[test]
+fn send_quantum_groups_requests_and_bounds_their_lateness() {
+    let app = DemoApp::start(&[]);
+    let mut s = spec(1000.0, Duration::from_millis(300), Duration::from_secs(2));
+    s.send_quantum = Some(Duration::from_millis(10));
+    let (records, _) = run_load(&app.url(), &s);
+    assert_eq!(records.len(), 300);
+    let lags: Vec<u64> = records
+        .iter()
+        .map(|r| r.schedule_lag_us().unwrap())
+        .collect();
+    // Ticks come every 10 requests: the first of each group waits ~9 ms.
+    let max = *lags.iter().max().unwrap();
+    assert!(max >= 7_000, "max lag {max} us: requests were not grouped");
+    let late = lags.iter().filter(|&&l| l >= 5_000).count();
+    assert!(
+        late >= 60,
+        "only {late} of 300 requests waited for their group"
+    );
+    // Without the option the same load leaves request by request.
+    s.send_quantum = None;
+    let (records, _) = run_load(&app.url(), &s);
+    let mut lags: Vec<u64> = records
+        .iter()
+        .map(|r| r.schedule_lag_us().unwrap())
+        .collect();
+    lags.sort();
+    assert!(
+        lags[150] < 2_000,
+        "median lag {} us with the default quantum",
+        lags[150]
+    );
+}

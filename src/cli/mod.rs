@@ -83,6 +83,11 @@ pub struct LoadArgs {
     /// Open a new connection for every request instead of reusing keep-alive connections.
     #[arg(long)]
     pub no_keepalive: bool,
+    /// Requests closer together than this leave in small groups, each request
+    /// at most this late; larger values cost less CPU per request at high
+    /// rates. Default: 100us up to 20k req/s, 1ms above.
+    #[arg(long)]
+    pub send_quantum: Option<String>,
     /// Fail the verdict when more than this many requests failed (default 0).
     #[arg(long)]
     pub max_failed: Option<u64>,
@@ -133,6 +138,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             headers: args.headers,
             body: args.body,
             keepalive: !args.no_keepalive,
+            send_quantum: args.send_quantum,
             max_failed: args.max_failed,
             max_p99_ms: args.max_p99_ms,
             out: args.out,

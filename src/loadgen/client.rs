@@ -17,14 +17,13 @@ use std::{
 use bytes::Bytes;
 use http::{HeaderValue, Request, header};
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
-use tokio::{net::TcpStream, task::LocalSet};
+use tokio::task::LocalSet;
 
 use super::{
     LiveCounters, RecordSender,
     classify::{Stage, classify},
     pacer::Pacer,
+    pool::Pool,
     timer::PreciseTimer,
 };
 use crate::{
@@ -89,18 +88,12 @@ impl RequestTemplate {
     }
 }
 
-struct Conn {
-    id: u64,
-    sender: http1::SendRequest<Full<Bytes>>,
-}
-
 struct Client {
-    addr: SocketAddr,
+    pool: Rc<Pool>,
     template: RequestTemplate,
     timeout: Duration,
     clock: RunClock,
     live: Arc<LiveCounters>,
-    idle: RefCell<Vec<Conn>>,
     batch: RefCell<Vec<RequestRecord>>,
 }
 
@@ -152,12 +145,11 @@ pub fn run(
         Err(e) => return failed_start(e),
     };
     let client = Rc::new(Client {
-        addr: params.addr,
+        pool: Pool::new(params.addr, live.clone()),
         template: params.template,
         timeout: params.spec.timeout,
         clock: params.clock,
         live,
-        idle: RefCell::new(Vec::new()),
         batch: RefCell::new(Vec::with_capacity(1024)),
     });
     let local = LocalSet::new();
@@ -177,6 +169,9 @@ pub fn run(
                 }
             })
         };
+        if params.spec.keepalive {
+            client.pool.warm_up(warm_connections(&params.spec)).await;
+        }
         let result = dispatch(&client, &params.spec, params.origin, &mut timer, stop).await;
         // Every request has its own timeout; wait for the stragglers.
         let deadline = Instant::now() + client.timeout + Duration::from_secs(2);
@@ -185,9 +180,18 @@ pub fn run(
         }
         flusher.abort();
         client.flush(&records);
-        client.idle.borrow_mut().clear();
+        client.pool.clear();
         result
     })
+}
+
+/// Connections opened before the first request is due: enough for the
+/// schedule to find idle connections while responses take up to about a
+/// millisecond. Without them a high rate opens a connection per request for
+/// the first milliseconds, and on a single core those connects can put the
+/// generator behind before the pool has grown.
+fn warm_connections(spec: &LoadSpec) -> usize {
+    ((spec.rate / 1000.0).ceil() as usize).clamp(1, spec.max_in_flight.min(256))
 }
 
 /// The pacing loop: hands each request to its own task at its due time.
@@ -203,6 +207,10 @@ async fn dispatch(
     // A generator so far behind that it would still be sending after the
     // schedule plus one timeout has ended gives up the rest as dropped.
     let give_up_at = origin + spec.duration + spec.timeout;
+    let mut periodic = match pacer.tick(spec.send_quantum(), MAX_WAIT) {
+        Some(tick) => timer.start_periodic(origin, tick).is_ok(),
+        None => false,
+    };
     let mut seq = 0;
     let mut burst = 0;
     let mut interrupted = false;
@@ -215,8 +223,14 @@ async fn dispatch(
         let now = Instant::now();
         if now < due {
             burst = 0;
-            if timer.sleep_until(due.min(now + MAX_WAIT)).await.is_err() {
+            let waited = if periodic {
+                timer.tick().await.map(|_| ())
+            } else {
+                timer.sleep_until(due.min(now + MAX_WAIT)).await
+            };
+            if waited.is_err() {
                 // The timer broke mid-run: fall back to tokio's coarser timer.
+                periodic = false;
                 tokio::time::sleep_until(due.into()).await;
             }
             continue;
@@ -328,15 +342,17 @@ impl Client {
     /// Sends one request and reads the whole response, filling `out` as it goes
     /// (so a timeout still knows the connection and any status that arrived).
     async fn attempt(&self, out: &mut Exchange) {
-        let mut conn = match self.checkout().await {
-            Some(conn) => conn,
-            None => match self.connect().await {
-                Ok(conn) => conn,
-                Err(error) => {
-                    out.error = Some(error);
-                    return;
-                }
-            },
+        let checkout = if self.template.keepalive {
+            self.pool.checkout().await
+        } else {
+            self.pool.connect().await
+        };
+        let mut conn = match checkout {
+            Ok(conn) => conn,
+            Err(error) => {
+                out.error = Some(error);
+                return;
+            }
         };
         out.conn = Some(conn.id);
         let response = match conn.sender.send_request(self.template.build()).await {
@@ -355,38 +371,8 @@ impl Client {
                 return;
             }
         }
-        if self.template.keepalive && !conn.sender.is_closed() {
-            self.idle.borrow_mut().push(conn);
+        if self.template.keepalive {
+            self.pool.checkin(conn);
         }
-    }
-
-    /// The most recently used idle connection that can still take a request.
-    async fn checkout(&self) -> Option<Conn> {
-        loop {
-            let mut conn = self.idle.borrow_mut().pop()?;
-            if conn.sender.is_closed() {
-                continue;
-            }
-            if conn.sender.ready().await.is_ok() {
-                return Some(conn);
-            }
-        }
-    }
-
-    async fn connect(&self) -> Result<Conn, (ErrorKind, String)> {
-        let stream = TcpStream::connect(self.addr)
-            .await
-            .map_err(|e| classify(Stage::Connect, &e))?;
-        let _ = stream.set_nodelay(true);
-        let (sender, connection) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| classify(Stage::Connect, &e))?;
-        tokio::task::spawn_local(async move {
-            // Ends when either side closes; its error is seen by the request.
-            let _ = connection.await;
-        });
-        let id = self.live.connections.fetch_add(1, Ordering::Relaxed);
-        Ok(Conn { id, sender })
     }
 }

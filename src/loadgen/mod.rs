@@ -21,6 +21,7 @@
 mod classify;
 mod client;
 pub mod pacer;
+mod pool;
 mod timer;
 
 use std::{

@@ -42,6 +42,18 @@ impl Pacer {
         n
     }
 
+    /// The interval of a periodic dispatch tick: every due time when requests
+    /// are at least `quantum` apart, else every `k` due times with `k` the
+    /// whole number of requests per `quantum` (so requests leave in small
+    /// groups, each at most one tick late, instead of costing one wake-up each).
+    /// `None` when requests are further apart than `longest` (then the
+    /// dispatcher arms a one-shot timer per request, capped so it can notice a stop).
+    pub fn tick(&self, quantum: Duration, longest: Duration) -> Option<Duration> {
+        let per_quantum = (quantum.as_secs_f64() * self.rate).floor().max(1.0);
+        let tick = Duration::from_secs_f64(per_quantum / self.rate);
+        (tick <= longest).then_some(tick)
+    }
+
     /// The first request due at or after `elapsed` (the next one to send).
     pub fn next_at(&self, elapsed: Duration) -> u64 {
         self.count_before(elapsed)
@@ -108,6 +120,26 @@ mod tests {
             let gap = p.due(seq + 1) - p.due(seq);
             let err = gap.as_nanos() as i128 - 50_000;
             assert!(err.abs() <= 1, "gap {gap:?} at {seq}");
+        }
+    }
+
+    #[test]
+    fn tick_table() {
+        let q = Duration::from_micros(100);
+        let longest = Duration::from_millis(20);
+        // (rate, tick)
+        let table: &[(f64, Option<Duration>)] = &[
+            (1_000.0, Some(Duration::from_millis(1))),
+            (10_000.0, Some(Duration::from_micros(100))),
+            (20_000.0, Some(Duration::from_micros(100))),
+            (25_000.0, Some(Duration::from_micros(80))),
+            (40_000.0, Some(Duration::from_micros(100))),
+            (50.0, Some(Duration::from_millis(20))),
+            (49.0, None),
+            (1.0, None),
+        ];
+        for &(rate, tick) in table {
+            assert_eq!(Pacer::new(rate).tick(q, longest), tick, "rate {rate}");
         }
     }
 

@@ -63,16 +63,19 @@ pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
-/// The position of the value at a dotted key path, if the path exists in the text.
+/// The position of the value at a dotted key path; when the path does not
+/// exist (a missing key), the position of its deepest existing table.
 pub(crate) fn find_key(text: &str, key: &str) -> Option<(usize, usize)> {
-    let root = toml::de::DeValue::parse(text).ok()?;
+    let root = toml::de::DeTable::parse(text).ok()?;
+    let root = toml::Spanned::new(root.span(), toml::de::DeValue::Table(root.into_inner()));
     let mut node = &root;
     let mut span = None;
     for segment in key.split('.').filter(|s| !s.is_empty()) {
         let next = match segment.parse::<usize>() {
             Ok(i) if matches!(node.get_ref(), toml::de::DeValue::Array(_)) => node.get_ref().get(i),
             _ => node.get_ref().get(segment),
-        }?;
+        };
+        let Some(next) = next else { break };
         span = Some(next.span());
         node = next;
     }
@@ -118,6 +121,8 @@ mod tests {
     fn find_key_walks_tables() {
         let text = "name = \"x\"\n[load]\nrate = 5\n";
         assert_eq!(find_key(text, "load.rate"), Some((3, 8)));
-        assert_eq!(find_key(text, "load.nope"), None);
+        // A missing key points at its table.
+        assert_eq!(find_key(text, "load.nope").map(|(l, _)| l), Some(2));
+        assert_eq!(find_key(text, "nope"), None);
     }
 }

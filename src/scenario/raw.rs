@@ -67,6 +67,10 @@ pub struct RawLoad {
     /// Reuse connections (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keepalive: Option<bool>,
+    /// Send requests that are closer together than this in groups (default:
+    /// 100us up to 20k req/s, 1ms above).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_quantum: Option<PositiveDuration>,
 }
 
 /// `[verdict]`: limits. Failures are limited to 0 unless `max_failed` or

@@ -164,6 +164,7 @@ pub fn spec(rate: f64, duration: Duration, timeout: Duration) -> LoadSpec {
         timeout,
         max_in_flight: 512,
         keepalive: true,
+        send_quantum: None,
     }
 }
 
