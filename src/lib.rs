@@ -18,8 +18,10 @@
 //! again, so every report can be rebuilt from the run directory alone.
 
 pub mod cli;
+pub mod cluster_up;
 pub mod error;
 pub mod loadgen;
+pub mod minicluster;
 pub mod model;
 pub mod progress;
 pub mod report;

@@ -37,6 +37,34 @@ pub enum Command {
     Report(ReportArgs),
     /// The bundled demo app, with selectable startup, readiness and shutdown behaviour.
     Serve(serve::ServeArgs),
+    /// The embedded cluster.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Run the embedded cluster in the foreground and write a kubeconfig for it.
+    ///
+    /// The API server speaks HTTPS with its own CA and accepts the admin client
+    /// certificate (current context) or a bearer token (context `rolltest-embedded-token`).
+    Up(ClusterUpArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ClusterUpArgs {
+    /// Where to write the kubeconfig.
+    #[arg(long, default_value = "rolltest.kubeconfig")]
+    pub kubeconfig: std::path::PathBuf,
+    /// Number of nodes (embedded-node-1..N).
+    #[arg(long, default_value_t = 2)]
+    pub nodes: u32,
+    /// Address of the API server (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: std::net::SocketAddr,
+    /// Serve plain HTTP without authentication (debugging only).
+    #[arg(long)]
+    pub insecure_http: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -146,6 +174,21 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         }),
         Command::Report(args) => run::rebuild_report(&args.run_dir),
         Command::Serve(args) => return serve::run(args),
+        Command::Cluster(ClusterCommand::Up(args)) => {
+            let opts = crate::cluster_up::ClusterUpOptions {
+                kubeconfig: args.kubeconfig,
+                nodes: args.nodes,
+                listen: args.listen,
+                insecure_http: args.insecure_http,
+            };
+            return Ok(match crate::cluster_up::cluster_up(&opts) {
+                Ok(status) => status.code(),
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    err.exit_status().code()
+                }
+            });
+        }
     };
     Ok(report_outcome(status))
 }

@@ -1,0 +1,139 @@
+//! The embedded cluster as one handle: the store seeded like a fresh kind
+//! cluster (namespaces, nodes `embedded-node-1…N`), the API server over
+//! HTTPS, and the kubeconfig that reaches it.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use serde_json::json;
+
+use super::{
+    api::{self, ApiState},
+    resources::ResourceKind,
+    server::{ApiServer, Credentials, ServerError},
+    store::{Store, now_rfc3339},
+};
+
+/// The context, cluster and user name in the kubeconfig.
+pub const CONTEXT: &str = "rolltest-embedded";
+
+/// How to start the cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// Where the API server listens (port 0: any free port).
+    pub listen: SocketAddr,
+    /// Number of nodes.
+    pub nodes: u32,
+    /// Serve plain HTTP without authentication (debugging only).
+    pub insecure_http: bool,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            nodes: 2,
+            insecure_http: false,
+        }
+    }
+}
+
+/// A running embedded cluster.
+pub struct EmbeddedCluster {
+    /// The objects (controllers and tests read and write it directly).
+    pub store: Arc<Store>,
+    /// The API server.
+    pub server: ApiServer,
+    /// Credentials (`None` when serving insecure HTTP).
+    pub credentials: Option<Credentials>,
+}
+
+impl EmbeddedCluster {
+    /// Starts the cluster.
+    pub async fn start(options: &ClusterOptions) -> Result<Self, ServerError> {
+        let store = Arc::new(Store::new());
+        seed(&store, options.nodes);
+        let credentials = if options.insecure_http {
+            None
+        } else {
+            Some(Credentials::generate()?)
+        };
+        let router_store = store.clone();
+        let server = ApiServer::start(
+            options.listen,
+            move |address| api::router(ApiState::new(router_store, address)),
+            credentials.as_ref(),
+        )
+        .await?;
+        Ok(EmbeddedCluster {
+            store,
+            server,
+            credentials,
+        })
+    }
+
+    /// The kubeconfig text (client certificate for the current context, a
+    /// `-token` context with the bearer token; no user for insecure HTTP).
+    pub fn kubeconfig(&self) -> String {
+        match &self.credentials {
+            Some(c) => c.kubeconfig(CONTEXT, &self.server.url),
+            None => format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    server: {url}\n  name: {CONTEXT}\ncontexts:\n- context:\n    cluster: {CONTEXT}\n    namespace: default\n    user: {CONTEXT}\n  name: {CONTEXT}\ncurrent-context: {CONTEXT}\npreferences: {{}}\nusers:\n- name: {CONTEXT}\n  user: {{}}\n",
+                url = self.server.url
+            ),
+        }
+    }
+
+    /// Stops the API server.
+    pub async fn shutdown(self) {
+        self.server.shutdown().await;
+    }
+}
+
+fn seed(store: &Store, nodes: u32) {
+    let (Some(namespaces), Some(node_kind)) = (
+        ResourceKind::find("", "v1", "namespaces"),
+        ResourceKind::find("", "v1", "nodes"),
+    ) else {
+        return;
+    };
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let _ = store.create(
+            namespaces,
+            "",
+            json!({"metadata": {"name": ns, "labels": {"kubernetes.io/metadata.name": ns}}, "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}),
+        );
+    }
+    for i in 1..=nodes.max(1) {
+        let name = format!("embedded-node-{i}");
+        let now = now_rfc3339();
+        let _ = store.create(
+            node_kind,
+            "",
+            json!({
+                "metadata": {"name": name, "labels": {
+                    "kubernetes.io/hostname": name,
+                    "kubernetes.io/os": "linux",
+                    "kubernetes.io/arch": "amd64",
+                }},
+                "spec": {},
+                "status": {
+                    "conditions": [{
+                        "type": "Ready", "status": "True", "reason": "KubeletReady",
+                        "message": "kubelet is posting ready status",
+                        "lastHeartbeatTime": now, "lastTransitionTime": now,
+                    }],
+                    "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": name}],
+                    "nodeInfo": {
+                        "kubeletVersion": format!("v1.{}.0-rolltest", api::discovery_minor()),
+                        "operatingSystem": "linux", "architecture": "amd64",
+                        "containerRuntimeVersion": "rolltest://local-processes",
+                        "kernelVersion": "", "osImage": "rolltest embedded", "kubeProxyVersion": "",
+                        "machineID": "", "systemUUID": "", "bootID": "",
+                    },
+                    "allocatable": {"cpu": "8", "memory": "16Gi", "pods": "110"},
+                    "capacity": {"cpu": "8", "memory": "16Gi", "pods": "110"},
+                },
+            }),
+        );
+    }
+}
