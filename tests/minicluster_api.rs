@@ -326,14 +326,31 @@ async fn kube_rs_crud_list_watch_and_expired_versions() {
         .await
         .expect("patch");
     use futures_util::StreamExt;
-    let event = tokio::time::timeout(Duration::from_secs(5), stream.next())
-        .await
-        .expect("event in time")
-        .expect("stream open")
-        .expect("event");
-    match event {
-        WatchEvent::Modified(d) => assert_eq!(d.spec.and_then(|s| s.replicas), Some(4)),
-        other => panic!("expected MODIFIED, got {other:?}"),
+    // The controllers write status too: every event is a MODIFIED of this
+    // object, in resourceVersion order, and one of them carries the patch.
+    let mut last_rv: u64 = rv.parse().expect("rv");
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .expect("event in time")
+            .expect("stream open")
+            .expect("event");
+        match event {
+            WatchEvent::Modified(d) => {
+                let v: u64 = d
+                    .metadata
+                    .resource_version
+                    .as_deref()
+                    .and_then(|v| v.parse().ok())
+                    .expect("rv");
+                assert!(v > last_rv, "events out of order");
+                last_rv = v;
+                if d.spec.and_then(|s| s.replicas) == Some(4) {
+                    break;
+                }
+            }
+            other => panic!("expected MODIFIED, got {other:?}"),
+        }
     }
 
     // Label selectors on list.
@@ -353,12 +370,16 @@ async fn kube_rs_crud_list_watch_and_expired_versions() {
         .expect("list");
     assert!(none.items.is_empty());
 
-    // A version older than the history is 410 Gone.
-    let pods = ResourceKind::find("", "v1", "pods").expect("pods");
+    // A version older than the history is 410 Gone (events: no controller reacts to them).
+    let events = ResourceKind::find("", "v1", "events").expect("events");
     for i in 0..(rolltest::minicluster::store::HISTORY + 10) {
         h.cluster
             .store
-            .create(pods, "default", json!({"metadata": {"name": format!("p{i}")}, "spec": {"containers": [{"name": "c", "image": "i"}]}}))
+            .create(
+                events,
+                "default",
+                json!({"metadata": {"name": format!("e{i}")}, "involvedObject": {}}),
+            )
             .expect("create");
     }
     let mut old = Box::pin(
@@ -413,30 +434,43 @@ async fn eviction_respects_the_disruption_budget() {
     let store = &h.cluster.store;
     let pods_kind = ResourceKind::find("", "v1", "pods").expect("pods");
     let pdb_kind = ResourceKind::find("policy", "v1", "poddisruptionbudgets").expect("pdbs");
+    let ready_pod = |name: &str| {
+        json!({
+            "metadata": {"name": name, "labels": {"app": "web"}},
+            "spec": {"nodeName": "embedded-node-1", "terminationGracePeriodSeconds": 30, "containers": [{"name": "app", "image": "i"}]},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}]},
+        })
+    };
     for name in ["web-1", "web-2"] {
         store
-            .create(
-                pods_kind,
-                "default",
-                json!({
-                    "metadata": {"name": name, "labels": {"app": "web"}},
-                    "spec": {"nodeName": "embedded-node-1", "terminationGracePeriodSeconds": 30, "containers": [{"name": "app", "image": "i"}]},
-                    "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
-                }),
-            )
+            .create(pods_kind, "default", ready_pod(name))
             .expect("pod");
     }
     store
-        .create(
-            pdb_kind,
-            "default",
-            json!({
-                "metadata": {"name": "web"},
-                "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "web"}}},
-                "status": {"observedGeneration": 1, "disruptionsAllowed": 0, "currentHealthy": 2, "desiredHealthy": 2, "expectedPods": 2},
-            }),
-        )
+        .create(pdb_kind, "default", json!({"metadata": {"name": "web"}, "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "web"}}}}))
         .expect("pdb");
+    let pdb_status = |allowed: i64| {
+        let store = store.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let pdb = store.get(pdb_kind, "default", "web").expect("pdb");
+                if pdb["status"]["observedGeneration"] == 1
+                    && pdb["status"]["disruptionsAllowed"] == allowed
+                {
+                    return pdb;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "PDB status never allowed {allowed}: {}",
+                    pdb["status"]
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    // The disruption controller: 2 healthy, 2 desired, nothing allowed.
+    pdb_status(0).await;
     let client = h.client(None).await;
     let pods: Api<Pod> = Api::namespaced(client, "default");
     let err = pods
@@ -461,22 +495,17 @@ async fn eviction_respects_the_disruption_budget() {
         }
         other => panic!("expected 429, got {other:?}"),
     }
-    // With one disruption allowed, the eviction deletes the pod gracefully and spends it.
+    // A third ready pod makes one disruption allowed: the eviction deletes gracefully and spends it.
     store
-        .update(pdb_kind, "default", "web", |pdb| {
-            pdb["status"]["disruptionsAllowed"] = json!(1);
-            Ok(())
-        })
-        .expect("status");
+        .create(pods_kind, "default", ready_pod("web-3"))
+        .expect("pod");
+    pdb_status(1).await;
     pods.evict("web-1", &EvictParams::default())
         .await
         .expect("evicted");
     let pod = pods.get("web-1").await.expect("still there, terminating");
     assert!(pod.metadata.deletion_timestamp.is_some());
     assert_eq!(pod.metadata.deletion_grace_period_seconds, Some(30));
-    let pdb = store.get(pdb_kind, "default", "web").expect("pdb");
-    assert_eq!(pdb["status"]["disruptionsAllowed"], 0);
-    assert!(pdb["status"]["disruptedPods"]["web-1"].is_string());
     assert!(
         pods.evict("web-2", &EvictParams::default()).await.is_err(),
         "budget spent"

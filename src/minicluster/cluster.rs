@@ -8,6 +8,7 @@ use serde_json::json;
 
 use super::{
     api::{self, ApiState},
+    controllers::Controllers,
     resources::ResourceKind,
     server::{ApiServer, Credentials, ServerError},
     store::{Store, now_rfc3339},
@@ -45,6 +46,8 @@ pub struct EmbeddedCluster {
     pub server: ApiServer,
     /// Credentials (`None` when serving insecure HTTP).
     pub credentials: Option<Credentials>,
+    /// The control loops.
+    controllers: Option<Controllers>,
 }
 
 impl EmbeddedCluster {
@@ -64,10 +67,12 @@ impl EmbeddedCluster {
             credentials.as_ref(),
         )
         .await?;
+        let controllers = Controllers::start(store.clone());
         Ok(EmbeddedCluster {
             store,
             server,
             credentials,
+            controllers,
         })
     }
 
@@ -83,8 +88,11 @@ impl EmbeddedCluster {
         }
     }
 
-    /// Stops the API server.
-    pub async fn shutdown(self) {
+    /// Stops the controllers and the API server.
+    pub async fn shutdown(mut self) {
+        if let Some(c) = self.controllers.take() {
+            c.stop();
+        }
         self.server.shutdown().await;
     }
 }

@@ -13,6 +13,8 @@
 
 pub mod api;
 pub mod cluster;
+pub mod controllers;
+pub mod kubelet;
 pub mod process;
 pub mod proxy;
 pub mod resources;

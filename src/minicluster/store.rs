@@ -410,6 +410,11 @@ impl Store {
         Ok(last)
     }
 
+    /// Every change of every object, live (controllers filter for themselves).
+    pub fn watch_all(&self) -> broadcast::Receiver<Arc<WatchEvent>> {
+        self.events.subscribe()
+    }
+
     /// Starts a watch of one type (in one namespace, or all). `since`: `None`
     /// or 0 starts with a synthetic ADDED per current object; `Some(n)` replays
     /// every change after `n` from the history, or fails with `Gone`.

@@ -660,47 +660,48 @@ pub(crate) fn delete_pod(
     uid: Option<&str>,
 ) -> Result<Arc<Value>, ApiError> {
     let pods = pods_kind()?;
-    let current = state
-        .store
-        .require(pods, namespace, name)
-        .map_err(|e| ApiError::from_store(pods, e))?;
+    graceful_delete_pod(&state.store, namespace, name, requested_grace, uid)
+        .map_err(|e| ApiError::from_store(pods, e))
+}
+
+/// The store-level graceful pod delete, shared by the API and the controllers.
+pub fn graceful_delete_pod(
+    store: &Store,
+    namespace: &str,
+    name: &str,
+    requested_grace: Option<i64>,
+    uid: Option<&str>,
+) -> Result<Arc<Value>, super::store::StoreError> {
+    let pods = ResourceKind::find("", "v1", "pods")
+        .ok_or_else(|| super::store::StoreError::Invalid("no pods resource".into()))?;
+    let current = store.require(pods, namespace, name)?;
     if let Some(uid) = uid
         && current["metadata"]["uid"].as_str() != Some(uid)
     {
-        return Err(ApiError::from_store(
-            pods,
-            super::store::StoreError::Conflict {
-                resource: "pods".into(),
-                name: name.into(),
-            },
-        ));
+        return Err(super::store::StoreError::Conflict {
+            resource: "pods".into(),
+            name: name.into(),
+        });
     }
     let grace = pod_grace(&current, requested_grace);
     if grace == 0 {
-        return state
-            .store
-            .delete(pods, namespace, name, uid)
-            .map_err(|e| ApiError::from_store(pods, e));
+        return store.delete(pods, namespace, name, uid);
     }
-    state
-        .store
-        .update(pods, namespace, name, |pod| {
-            let now = std::time::SystemTime::now();
-            let deadline = humantime::format_rfc3339_seconds(
-                now + std::time::Duration::from_secs(grace as u64),
-            )
-            .to_string();
-            match pod["metadata"]["deletionGracePeriodSeconds"].as_i64() {
-                // A later delete may only shorten the grace.
-                Some(existing) if existing <= grace => {}
-                _ => {
-                    pod["metadata"]["deletionTimestamp"] = json!(deadline);
-                    pod["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
-                }
+    store.update(pods, namespace, name, |pod| {
+        let now = std::time::SystemTime::now();
+        let deadline =
+            humantime::format_rfc3339_seconds(now + std::time::Duration::from_secs(grace as u64))
+                .to_string();
+        match pod["metadata"]["deletionGracePeriodSeconds"].as_i64() {
+            // A later delete may only shorten the grace.
+            Some(existing) if existing <= grace => {}
+            _ => {
+                pod["metadata"]["deletionTimestamp"] = json!(deadline);
+                pod["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
             }
-            Ok(())
-        })
-        .map_err(|e| ApiError::from_store(pods, e))
+        }
+        Ok(())
+    })
 }
 
 fn pods_kind() -> Result<&'static ResourceKind, ApiError> {

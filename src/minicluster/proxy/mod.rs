@@ -19,6 +19,9 @@
 //! in embedded mode is exact. Each applied endpoint change yields a
 //! [`ProxyEvent::Applied`].
 //!
+//! The proxy runs on a thread of its own with a single-threaded Tokio
+//! runtime (see [`ServiceProxy`]).
+//!
 //! Submodules: [`propagation`] (the delay and the ordered applier), `table`
 //! (the applied snapshot and backend choice), `l4` and `l7` (the forwarders).
 
@@ -191,7 +194,8 @@ const DEFAULT_SEED: u64 = 0x9E37_79B9_7F4A_7C15;
 /// kube-proxy runs apart from the control plane: the data path is not slowed
 /// by whatever else the caller's runtime does, and the caller needs no
 /// runtime at all. Dropping it (or [`shutdown`](Self::shutdown)) closes the
-/// listener, cuts live connections and waits for the thread to end.
+/// listener, cuts live connections and waits (briefly, blocking) for the
+/// thread to end.
 #[derive(Debug)]
 pub struct ServiceProxy {
     local_addr: SocketAddr,

@@ -1,0 +1,340 @@
+//! The embedded kubelet: runs the pods bound to its nodes as local processes
+//! (through [`process`](super::process)) and publishes their status, events
+//! and final deletion to the [`Store`], like a real kubelet against the API.
+//!
+//! One supervisor task follows the store (its watch broadcast, plus a full
+//! resync every second) and runs one task per pod (`worker.rs`):
+//! - start: image → local command ([`ImageMap`]), loopback IP, env (`env`,
+//!   `fieldRef`s, `POD_NAME`, `POD_NAMESPACE`, `POD_IP`, `PORT`), log file
+//!   `<work_dir>/<namespace>_<pod>_<container>.log`; status Pending →
+//!   Running; events `Pulled`, `Created`, `Started`;
+//! - probes with Kubernetes semantics (`probes.rs`); liveness/startup
+//!   failures kill (with preStop) and restart the container;
+//! - crashes restart per `restartPolicy`, with CrashLoopBackOff;
+//! - a `deletionTimestamp` runs the `killContainer` sequence, reporting each
+//!   step as an event (`Killing`, `PreStopStarted`, `PreStopFinished` or
+//!   `FailedPreStopHook`, `SigtermSent`, `SigkillSent`, `ContainerExited`),
+//!   then writes the terminal phase and deletes the pod (uid precondition);
+//! - a pod that vanished from the store, or a kubelet shutdown, SIGKILLs the
+//!   process group.
+//!
+//! Limits: only the first container of a pod runs (the others are ignored,
+//! not rejected); no init containers, postStart hooks, `$(VAR)` expansion,
+//! `command` override, resource limits or `kubectl logs --previous`; a grace
+//! period shortened by a second delete after termination began is ignored.
+
+mod image;
+mod probes;
+mod spec;
+mod status;
+mod worker;
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::IpAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use serde_json::Value;
+use tokio::{
+    sync::{broadcast::error::RecvError, watch},
+    task::JoinHandle,
+};
+
+pub use image::{DEMO_PATTERN, ImageMap};
+pub use spec::{DEFAULT_GRACE_SECONDS, DEFAULT_PORT};
+
+use self::{
+    spec::PodPlan,
+    status::pods,
+    worker::{Desired, Shared, lock, run_pod},
+};
+use super::{
+    process::IpAllocator,
+    store::{EventType, Store},
+};
+
+/// How often the pods are re-listed (catches anything the broadcast lost).
+const RESYNC: Duration = Duration::from_secs(1);
+/// How long shutdown waits for pod tasks after killing their processes.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(15);
+
+/// What the kubelet needs.
+#[derive(Clone)]
+pub struct KubeletConfig {
+    /// The object store it reads pods from and writes status to.
+    pub store: Arc<Store>,
+    /// The node names it serves (`embedded-node-1` …).
+    pub nodes: Vec<String>,
+    /// Image → command rules.
+    pub images: Arc<ImageMap>,
+    /// Directory for the per-pod log files (created if missing); also the
+    /// processes' working directory.
+    pub work_dir: PathBuf,
+    /// Pod IP allocator (shared with whoever else hands out IPs).
+    pub ips: Arc<IpAllocator>,
+}
+
+/// Why the kubelet could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeletError {
+    /// `nodes` was empty.
+    #[error("the kubelet needs at least one node name")]
+    NoNodes,
+    /// `start` was called outside a tokio runtime.
+    #[error("the kubelet must be started inside a tokio runtime")]
+    NoRuntime,
+    /// The work directory could not be created.
+    #[error("cannot create the kubelet work directory {path}: {source}")]
+    WorkDir {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store lacks the pods resource (a build error).
+    #[error("the store has no pods resource")]
+    NoPods,
+}
+
+/// The embedded kubelet.
+pub struct Kubelet;
+
+impl Kubelet {
+    /// Starts the kubelet's tasks on the current tokio runtime.
+    pub fn start(config: KubeletConfig) -> Result<KubeletHandle, KubeletError> {
+        if config.nodes.is_empty() {
+            return Err(KubeletError::NoNodes);
+        }
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| KubeletError::NoRuntime)?;
+        pods().ok_or(KubeletError::NoPods)?;
+        std::fs::create_dir_all(&config.work_dir).map_err(|source| KubeletError::WorkDir {
+            path: config.work_dir.clone(),
+            source,
+        })?;
+        let shared = Arc::new(Shared {
+            store: config.store,
+            images: config.images,
+            work_dir: config.work_dir,
+            ips: config.ips,
+            live: Mutex::new(HashMap::new()),
+            pods: Mutex::new(HashMap::new()),
+        });
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let supervisor = Supervisor {
+            shared: shared.clone(),
+            nodes: config.nodes.into_iter().collect(),
+            workers: HashMap::new(),
+            done: HashSet::new(),
+        };
+        let task = runtime.spawn(supervisor.run(shutdown_rx));
+        Ok(KubeletHandle {
+            shared,
+            shutdown,
+            task: Some(task),
+        })
+    }
+}
+
+/// The running kubelet. Dropping it SIGKILLs every pod process at once.
+pub struct KubeletHandle {
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl KubeletHandle {
+    /// Stops the kubelet: SIGKILLs every pod process and waits for the
+    /// tasks (no status is written for the killed pods).
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        self.kill_all();
+    }
+
+    /// The log file of a pod's container (`kubectl logs`), once the pod was
+    /// seen by this kubelet.
+    pub fn log_path(&self, namespace: &str, pod: &str) -> Option<PathBuf> {
+        lock(&self.shared.pods)
+            .get(&(namespace.to_string(), pod.to_string()))
+            .map(|i| i.log_path.clone())
+    }
+
+    /// The IP a pod got, once allocated.
+    pub fn pod_ip(&self, namespace: &str, pod: &str) -> Option<IpAddr> {
+        lock(&self.shared.pods)
+            .get(&(namespace.to_string(), pod.to_string()))
+            .and_then(|i| i.ip)
+    }
+
+    /// Process ids of the pod processes running now.
+    pub fn pids(&self) -> Vec<i32> {
+        lock(&self.shared.live).values().map(|p| p.pid()).collect()
+    }
+
+    fn kill_all(&self) {
+        for process in lock(&self.shared.live).drain().map(|(_, p)| p) {
+            let _ = process.kill_group();
+        }
+    }
+}
+
+impl Drop for KubeletHandle {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        self.kill_all();
+    }
+}
+
+/// A pod task and its steering channel.
+struct WorkerSlot {
+    desired: watch::Sender<Desired>,
+    task: JoinHandle<()>,
+}
+
+struct Supervisor {
+    shared: Arc<Shared>,
+    nodes: HashSet<String>,
+    /// Pod tasks by uid.
+    workers: HashMap<String, WorkerSlot>,
+    /// Pods whose task ended (terminal or gone): never started again.
+    done: HashSet<String>,
+}
+
+impl Supervisor {
+    async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let Some(pods) = pods() else { return };
+        let Ok(start) = self.shared.store.watch(pods, None, None) else {
+            return;
+        };
+        let mut live = start.live;
+        for ev in start.initial {
+            self.on_pod(ev.kind, &ev.object);
+        }
+        let mut resync = tokio::time::interval(RESYNC);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                ev = live.recv() => match ev {
+                    Ok(ev) if std::ptr::eq(ev.resource, pods) => self.on_pod(ev.kind, &ev.object),
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(_)) => self.resync(),
+                    Err(RecvError::Closed) => break,
+                },
+                _ = resync.tick() => self.resync(),
+            }
+        }
+        for slot in self.workers.values() {
+            let _ = slot.desired.send(Desired::Kill);
+        }
+        let tasks = self.workers.drain().map(|(_, s)| s.task);
+        let _ = tokio::time::timeout(SHUTDOWN_WAIT, futures_util::future::join_all(tasks)).await;
+    }
+
+    fn ours(&self, pod: &Value) -> bool {
+        pod["spec"]["nodeName"]
+            .as_str()
+            .is_some_and(|n| self.nodes.contains(n))
+    }
+
+    fn on_pod(&mut self, kind: EventType, pod: &Arc<Value>) {
+        if !self.ours(pod) {
+            return;
+        }
+        let Some(uid) = pod["metadata"]["uid"].as_str() else {
+            return;
+        };
+        if kind == EventType::Deleted {
+            if let Some(slot) = self.workers.get(uid) {
+                let _ = slot.desired.send(Desired::Kill);
+            }
+            return;
+        }
+        self.ensure(uid, pod);
+    }
+
+    /// Starts or steers the task of a pod that exists on one of our nodes.
+    fn ensure(&mut self, uid: &str, pod: &Arc<Value>) {
+        let meta = &pod["metadata"];
+        let deleting = meta.get("deletionTimestamp").is_some_and(|t| !t.is_null());
+        let grace = meta["deletionGracePeriodSeconds"]
+            .as_i64()
+            .or_else(|| pod["spec"]["terminationGracePeriodSeconds"].as_i64())
+            .unwrap_or(DEFAULT_GRACE_SECONDS);
+        let want = if deleting {
+            Desired::Terminate { grace }
+        } else {
+            Desired::Run
+        };
+        if let Some(slot) = self.workers.get(uid) {
+            slot.desired.send_if_modified(|d| {
+                let change = *d == Desired::Run && want != Desired::Run;
+                if change {
+                    *d = want;
+                }
+                change
+            });
+            return;
+        }
+        let terminal = matches!(
+            pod["status"]["phase"].as_str(),
+            Some("Succeeded" | "Failed")
+        );
+        if self.done.contains(uid) || terminal {
+            self.done.insert(uid.to_string());
+            // Nothing runs any more: a deleted pod only needs the final delete.
+            if deleting && let Some(pods) = pods() {
+                let ns = meta["namespace"].as_str().unwrap_or("default");
+                let name = meta["name"].as_str().unwrap_or("");
+                let _ = self.shared.store.delete(pods, ns, name, Some(uid));
+            }
+            return;
+        }
+        let Some(plan) = PodPlan::from_pod(pod) else {
+            self.done.insert(uid.to_string());
+            return;
+        };
+        let (tx, rx) = watch::channel(want);
+        let task = tokio::spawn(run_pod(self.shared.clone(), pod.clone(), plan, rx));
+        self.workers
+            .insert(uid.to_string(), WorkerSlot { desired: tx, task });
+    }
+
+    /// Re-lists the pods: starts missing tasks, kills those whose pod is gone,
+    /// forgets finished ones.
+    fn resync(&mut self) {
+        let finished: Vec<String> = self
+            .workers
+            .iter()
+            .filter(|(_, s)| s.task.is_finished())
+            .map(|(uid, _)| uid.clone())
+            .collect();
+        for uid in finished {
+            self.workers.remove(&uid);
+            self.done.insert(uid);
+        }
+        let Some(pods) = pods() else { return };
+        let (items, _) = self.shared.store.list(pods, None);
+        let mut present = HashSet::new();
+        for pod in &items {
+            if !self.ours(pod) {
+                continue;
+            }
+            if let Some(uid) = pod["metadata"]["uid"].as_str() {
+                present.insert(uid.to_string());
+                self.ensure(uid, pod);
+            }
+        }
+        for (uid, slot) in &self.workers {
+            if !present.contains(uid) {
+                let _ = slot.desired.send(Desired::Kill);
+            }
+        }
+        self.done.retain(|uid| present.contains(uid));
+    }
+}
