@@ -5,7 +5,10 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use crate::{
     error::ExitStatus,
-    minicluster::cluster::{ClusterOptions, EmbeddedCluster},
+    minicluster::{
+        cluster::{ClusterOptions, EmbeddedCluster},
+        proxy::{Propagation, ProxyMode},
+    },
 };
 
 /// Options of `rolltest cluster up`.
@@ -19,6 +22,10 @@ pub struct ClusterUpOptions {
     pub listen: SocketAddr,
     /// Plain HTTP, no authentication.
     pub insecure_http: bool,
+    /// Service proxy mode.
+    pub proxy: ProxyMode,
+    /// Endpoint propagation delay.
+    pub propagation: Propagation,
 }
 
 /// Why the cluster could not run.
@@ -69,6 +76,9 @@ pub fn cluster_up(opts: &ClusterUpOptions) -> Result<ExitStatus, ClusterUpError>
             listen: opts.listen,
             nodes: opts.nodes,
             insecure_http: opts.insecure_http,
+            proxy: opts.proxy,
+            propagation: opts.propagation,
+            proxy_events: None,
         })
         .await?;
         write_private(&opts.kubeconfig, &cluster.kubeconfig()).map_err(|source| {
@@ -91,6 +101,14 @@ pub fn cluster_up(opts: &ClusterUpOptions) -> Result<ExitStatus, ClusterUpError>
             }
         );
         println!("kubeconfig: {}", shown.display());
+        println!(
+            "services: {} proxy, endpoint changes applied after {}; NodePorts listen on 127.0.0.1",
+            match opts.proxy {
+                ProxyMode::L4 => "l4 (kube-proxy)",
+                ProxyMode::L7 { .. } => "l7 (ingress)",
+            },
+            opts.propagation
+        );
         println!();
         println!("  export KUBECONFIG={}", shown.display());
         println!("  kubectl get nodes");

@@ -485,3 +485,104 @@ async fn kubectl_rollout_status_and_drain_blocked_by_pdb() {
     let _ = kubelet.await;
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_proxies_follow_endpointslices() {
+    use rolltest::minicluster::{
+        proxy::{Propagation, ProxyMode},
+        services::ServiceProxies,
+    };
+    // A real app on a loopback pod IP, and a port for the "NodePort".
+    let app_port = std::net::TcpListener::bind("127.0.1.77:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let mut app = std::process::Command::new(env!("CARGO_BIN_EXE_rolltest"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.1.77:{app_port}"),
+            "--pod-name",
+            "web-abc",
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("app");
+    let node_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let store = Arc::new(Store::new());
+    store
+        .create(kind("", "services"), "default", json!({"metadata": {"name": "web"}, "spec": {"type": "NodePort", "clusterIP": "127.3.250.1", "ports": [{"port": 80, "nodePort": node_port}]}}))
+        .expect("svc");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let proxies = ServiceProxies::start(
+        store.clone(),
+        ProxyMode::L7 {
+            retry_connect_errors: false,
+        },
+        Propagation::fixed(Duration::from_millis(200)),
+        tx,
+    )
+    .expect("proxies");
+    wait_for(&store, "listeners", |_| proxies.addresses().len() == 2).await;
+    assert!(
+        proxies
+            .addresses()
+            .iter()
+            .any(|a| a.node_port && a.listen.port() == node_port)
+    );
+    let get = || async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", node_port))
+            .await
+            .expect("connect");
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).await.expect("read");
+        buf
+    };
+    // No endpoints yet: the L7 proxy answers 503.
+    assert!(get().await.starts_with("HTTP/1.1 503"));
+    store
+        .create(
+            kind("discovery.k8s.io", "endpointslices"),
+            "default",
+            json!({
+                "metadata": {"name": "web-x", "labels": {"kubernetes.io/service-name": "web"}},
+                "addressType": "IPv4",
+                "ports": [{"name": "", "port": app_port, "protocol": "TCP"}],
+                "endpoints": [{"addresses": ["127.0.1.77"], "conditions": {"ready": true, "serving": true, "terminating": false}, "targetRef": {"kind": "Pod", "name": "web-abc"}}],
+            }),
+        )
+        .expect("slice");
+    // Not before the propagation delay...
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        get().await.starts_with("HTTP/1.1 503"),
+        "applied before the delay"
+    );
+    // ...but after it.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let reply = get().await;
+    assert!(
+        reply.starts_with("HTTP/1.1 200") && reply.contains("x-rolltest-pod: web-abc"),
+        "{reply}"
+    );
+    // The proxy reported the applied view and who served the request.
+    let mut served_by_pod = false;
+    while let Ok(ev) = rx.try_recv() {
+        if let rolltest::minicluster::proxy::ProxyEvent::Served { pod: Some(p), .. } = ev {
+            served_by_pod |= p == "web-abc";
+        }
+    }
+    assert!(served_by_pod);
+    proxies.stop();
+    let _ = app.kill();
+    let _ = app.wait();
+}

@@ -65,6 +65,32 @@ pub struct ClusterUpArgs {
     /// Serve plain HTTP without authentication (debugging only).
     #[arg(long)]
     pub insecure_http: bool,
+    /// Delay before a service proxy applies an endpoint change, drawn per
+    /// change from MIN..MAX (or a single duration).
+    #[arg(long, default_value = "1s..2s", value_parser = parse_propagation)]
+    pub endpoint_propagation: crate::minicluster::proxy::Propagation,
+    /// Service proxy: l4 forwards TCP like kube-proxy (connections stay pinned;
+    /// a dead backend resets), l7 proxies HTTP like an ingress (502/503).
+    #[arg(long, value_enum, default_value = "l4")]
+    pub proxy: ProxyKind,
+    /// With --proxy l7: retry an idempotent request once on another endpoint
+    /// after a connect error, like nginx's proxy_next_upstream.
+    #[arg(long)]
+    pub l7_retry: bool,
+}
+
+/// `--proxy` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ProxyKind {
+    /// TCP forwarding (kube-proxy).
+    L4,
+    /// HTTP reverse proxy (ingress).
+    L7,
+}
+
+fn parse_propagation(s: &str) -> Result<crate::minicluster::proxy::Propagation, String> {
+    s.parse()
+        .map_err(|e: crate::minicluster::proxy::PropagationParseError| e.to_string())
 }
 
 #[derive(Debug, clap::Args)]
@@ -180,6 +206,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 nodes: args.nodes,
                 listen: args.listen,
                 insecure_http: args.insecure_http,
+                proxy: match args.proxy {
+                    ProxyKind::L4 => crate::minicluster::proxy::ProxyMode::L4,
+                    ProxyKind::L7 => crate::minicluster::proxy::ProxyMode::L7 {
+                        retry_connect_errors: args.l7_retry,
+                    },
+                },
+                propagation: args.endpoint_propagation,
             };
             return Ok(match crate::cluster_up::cluster_up(&opts) {
                 Ok(status) => status.code(),

@@ -9,8 +9,10 @@ use serde_json::json;
 use super::{
     api::{self, ApiState},
     controllers::Controllers,
+    proxy::{Propagation, ProxyEvent, ProxyMode},
     resources::ResourceKind,
     server::{ApiServer, Credentials, ServerError},
+    services::{ServiceAddress, ServiceProxies},
     store::{Store, now_rfc3339},
 };
 
@@ -26,7 +28,19 @@ pub struct ClusterOptions {
     pub nodes: u32,
     /// Serve plain HTTP without authentication (debugging only).
     pub insecure_http: bool,
+    /// How Services forward traffic (`l4` like kube-proxy, `l7` like an ingress).
+    pub proxy: ProxyMode,
+    /// How long a proxy takes to apply an endpoint change.
+    pub propagation: Propagation,
+    /// Where the proxies' attribution records go (`None`: discarded).
+    pub proxy_events: Option<tokio::sync::mpsc::UnboundedSender<ProxyEvent>>,
 }
+
+/// Default endpoint propagation delay, like a small kind cluster's.
+pub const DEFAULT_PROPAGATION: Propagation = Propagation {
+    min: std::time::Duration::from_secs(1),
+    max: std::time::Duration::from_secs(2),
+};
 
 impl Default for ClusterOptions {
     fn default() -> Self {
@@ -34,6 +48,9 @@ impl Default for ClusterOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             nodes: 2,
             insecure_http: false,
+            proxy: ProxyMode::L4,
+            propagation: DEFAULT_PROPAGATION,
+            proxy_events: None,
         }
     }
 }
@@ -48,6 +65,8 @@ pub struct EmbeddedCluster {
     pub credentials: Option<Credentials>,
     /// The control loops.
     controllers: Option<Controllers>,
+    /// The service proxies.
+    proxies: Option<ServiceProxies>,
 }
 
 impl EmbeddedCluster {
@@ -68,11 +87,22 @@ impl EmbeddedCluster {
         )
         .await?;
         let controllers = Controllers::start(store.clone());
+        let events = match &options.proxy_events {
+            Some(tx) => tx.clone(),
+            None => {
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+                tokio::spawn(async move { while rx.recv().await.is_some() {} });
+                tx
+            }
+        };
+        let proxies =
+            ServiceProxies::start(store.clone(), options.proxy, options.propagation, events);
         Ok(EmbeddedCluster {
             store,
             server,
             credentials,
             controllers,
+            proxies,
         })
     }
 
@@ -88,10 +118,21 @@ impl EmbeddedCluster {
         }
     }
 
-    /// Stops the controllers and the API server.
+    /// The service proxies' listeners running now.
+    pub fn service_addresses(&self) -> Vec<ServiceAddress> {
+        self.proxies
+            .as_ref()
+            .map(ServiceProxies::addresses)
+            .unwrap_or_default()
+    }
+
+    /// Stops the controllers, the service proxies and the API server.
     pub async fn shutdown(mut self) {
         if let Some(c) = self.controllers.take() {
             c.stop();
+        }
+        if let Some(p) = self.proxies.take() {
+            p.stop();
         }
         self.server.shutdown().await;
     }

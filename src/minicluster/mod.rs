@@ -19,4 +19,5 @@ pub mod process;
 pub mod proxy;
 pub mod resources;
 pub mod server;
+pub mod services;
 pub mod store;
