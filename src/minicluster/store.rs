@@ -298,14 +298,7 @@ impl Store {
     ) -> Result<Arc<Value>, StoreError> {
         let mut inner = self.lock();
         let k = key(r, namespace, name);
-        let current = inner
-            .objects
-            .get(&k)
-            .cloned()
-            .ok_or_else(|| StoreError::NotFound {
-                resource: r.qualified(),
-                name: name.to_string(),
-            })?;
+        let current = existing(&inner, r, &k)?;
         let mut next = (*current).clone();
         change(&mut next)?;
         // Identity is the server's: a client cannot rename or re-uid an object.
@@ -375,14 +368,7 @@ impl Store {
     ) -> Result<Arc<Value>, StoreError> {
         let mut inner = self.lock();
         let k = key(r, namespace, name);
-        let current = inner
-            .objects
-            .get(&k)
-            .cloned()
-            .ok_or_else(|| StoreError::NotFound {
-                resource: r.qualified(),
-                name: name.to_string(),
-            })?;
+        let current = existing(&inner, r, &k)?;
         if let Some(uid) = uid
             && current["metadata"]["uid"].as_str() != Some(uid)
         {
@@ -496,6 +482,17 @@ impl Store {
         // No receiver is fine: nobody is watching.
         let _ = self.events.send(event);
     }
+}
+
+fn existing(inner: &Inner, r: &ResourceKind, k: &Key) -> Result<Arc<Value>, StoreError> {
+    inner
+        .objects
+        .get(k)
+        .cloned()
+        .ok_or_else(|| StoreError::NotFound {
+            resource: r.qualified(),
+            name: k.3.clone(),
+        })
 }
 
 fn metadata_mut(object: &mut Value) -> Result<&mut serde_json::Map<String, Value>, StoreError> {

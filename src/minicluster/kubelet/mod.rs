@@ -23,6 +23,7 @@
 //! `command` override, resource limits or `kubectl logs --previous`; a grace
 //! period shortened by a second delete after termination began is ignored.
 
+mod events;
 mod image;
 mod probes;
 mod spec;
@@ -33,7 +34,7 @@ use std::{
     collections::{HashMap, HashSet},
     net::IpAddr,
     path::PathBuf,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, MutexGuard},
     time::Duration,
 };
 
@@ -49,10 +50,10 @@ pub use spec::{DEFAULT_GRACE_SECONDS, DEFAULT_PORT};
 use self::{
     spec::PodPlan,
     status::pods,
-    worker::{Desired, Shared, lock, run_pod},
+    worker::{Desired, run_pod},
 };
 use super::{
-    process::IpAllocator,
+    process::{IpAllocator, PodProcess},
     store::{EventType, Store},
 };
 
@@ -189,6 +190,36 @@ impl Drop for KubeletHandle {
         let _ = self.shutdown.send(true);
         self.kill_all();
     }
+}
+
+/// Where a pod's log is and which IP it got (for `kubectl logs` and tests).
+#[derive(Debug, Clone)]
+pub struct PodInfo {
+    /// The container log file.
+    pub log_path: PathBuf,
+    /// The pod IP once allocated.
+    pub ip: Option<IpAddr>,
+}
+
+/// State shared by the supervisor, the pod tasks and the handle.
+pub struct Shared {
+    /// The object store.
+    pub store: Arc<Store>,
+    /// Image rules.
+    pub images: Arc<ImageMap>,
+    /// Directory of the log files and working directory of the processes.
+    pub work_dir: PathBuf,
+    /// Pod IPs.
+    pub ips: Arc<IpAllocator>,
+    /// Running processes by pod uid (killed synchronously on drop).
+    pub live: Mutex<HashMap<String, Arc<PodProcess>>>,
+    /// Log path and IP by (namespace, name).
+    pub pods: Mutex<HashMap<(String, String), PodInfo>>,
+}
+
+/// Locks ignoring poison (every critical section leaves the maps consistent).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A pod task and its steering channel.

@@ -7,12 +7,10 @@
 //! when the object vanished (grace 0, force delete) or the kubelet stops.
 
 use std::{
-    collections::HashMap,
     future::Future,
     net::IpAddr,
-    path::PathBuf,
     pin::Pin,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -23,7 +21,9 @@ use tokio::{
 };
 
 use super::{
-    image::ImageMap,
+    PodInfo, Shared,
+    events::{BackOff, StopWhy, describe, exit_message},
+    lock,
     probes::{Probes, kind_name, run_probe},
     spec::PodPlan,
     status::{PodView, pods, running, terminated, waiting},
@@ -31,18 +31,12 @@ use super::{
 use crate::minicluster::{
     api::record_event,
     process::{
-        ExitInfo, HookOutcome, IpAllocator, PodProcess, PodSpec, ProbeKind, ProbeStatus,
-        ProcessError, ProcessEvent, ProcessEventKind, terminate,
+        ExitInfo, PodProcess, PodSpec, ProbeKind, ProbeStatus, ProcessError, ProcessEvent,
+        terminate,
     },
-    store::{Store, now_rfc3339},
+    store::now_rfc3339,
 };
 
-/// First CrashLoopBackOff delay; it doubles up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_secs(10);
-/// CrashLoopBackOff cap.
-const MAX_BACKOFF: Duration = Duration::from_secs(300);
-/// A container that ran this long resets the back-off.
-const BACKOFF_RESET: Duration = Duration::from_secs(600);
 /// How long a SIGKILLed process may take to be reaped.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
@@ -60,36 +54,6 @@ pub enum Desired {
     Kill,
 }
 
-/// Where a pod's log is and which IP it got (for `kubectl logs` and tests).
-#[derive(Debug, Clone)]
-pub struct PodInfo {
-    /// The container log file.
-    pub log_path: PathBuf,
-    /// The pod IP once allocated.
-    pub ip: Option<IpAddr>,
-}
-
-/// State shared by the supervisor, the pod tasks and the handle.
-pub struct Shared {
-    /// The object store.
-    pub store: Arc<Store>,
-    /// Image rules.
-    pub images: Arc<ImageMap>,
-    /// Directory of the log files and working directory of the processes.
-    pub work_dir: PathBuf,
-    /// Pod IPs.
-    pub ips: Arc<IpAllocator>,
-    /// Running processes by pod uid (killed synchronously on drop).
-    pub live: Mutex<HashMap<String, Arc<PodProcess>>>,
-    /// Log path and IP by (namespace, name).
-    pub pods: Mutex<HashMap<(String, String), PodInfo>>,
-}
-
-/// Locks ignoring poison (every critical section leaves the maps consistent).
-pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// How one container instance ended.
 enum Outcome {
     /// Exited on its own.
@@ -100,13 +64,6 @@ enum Outcome {
     Deleted,
     /// SIGKILLed because the object vanished or the kubelet stops.
     Killed,
-}
-
-/// Why a termination sequence runs.
-#[derive(Debug, Clone, Copy)]
-enum StopWhy {
-    Delete,
-    Probe(ProbeKind),
 }
 
 type StopFuture = Pin<Box<dyn Future<Output = Result<ExitInfo, ProcessError>> + Send>>;
@@ -124,7 +81,7 @@ pub async fn run_pod(
         pod,
         desired,
         view: PodView::new(),
-        backoff: Duration::ZERO,
+        backoff: BackOff::default(),
         last_exit: None,
         last_terminated: None,
         instances: 0,
@@ -139,7 +96,7 @@ struct Worker {
     pod: Arc<Value>,
     desired: watch::Receiver<Desired>,
     view: PodView,
-    backoff: Duration,
+    backoff: BackOff,
     last_exit: Option<ExitInfo>,
     last_terminated: Option<Value>,
     instances: u32,
@@ -298,15 +255,7 @@ impl Worker {
     /// doubling to 5 min, reset after 10 min of running. Returns the
     /// Terminate/Kill that cut it short.
     async fn back_off(&mut self, ran_for: Duration) -> Option<Desired> {
-        if ran_for >= BACKOFF_RESET {
-            self.backoff = Duration::ZERO;
-        }
-        let delay = self.backoff;
-        self.backoff = if delay.is_zero() {
-            FIRST_BACKOFF
-        } else {
-            (delay * 2).min(MAX_BACKOFF)
-        };
+        let delay = self.backoff.next(ran_for);
         if delay.is_zero() {
             return None;
         }
@@ -501,6 +450,12 @@ impl Worker {
         }
     }
 
+    /// Records a step of the termination sequence as an Event.
+    fn process_event(&self, ev: &ProcessEvent, why: Option<StopWhy>, pid: i32) {
+        let (type_, reason, message) = describe(&ev.kind, why, &self.plan.container.name, pid);
+        self.event(type_, reason, &message, true);
+    }
+
     /// Handles one finished probe; returns a stop to start if it calls for a kill.
     fn on_probe(
         &mut self,
@@ -542,72 +497,6 @@ impl Worker {
             }
             (_, None) => None,
         }
-    }
-
-    /// Turns a step of the termination sequence into an Event.
-    fn process_event(&self, ev: &ProcessEvent, why: Option<StopWhy>, pid: i32) {
-        let name = &self.plan.container.name;
-        let (type_, reason, message) = match &ev.kind {
-            ProcessEventKind::Killing => match why {
-                Some(StopWhy::Probe(kind)) => (
-                    "Normal",
-                    "Killing",
-                    format!(
-                        "Container {name} failed {} probe, will be restarted",
-                        kind_name(kind).to_lowercase()
-                    ),
-                ),
-                _ => ("Normal", "Killing", format!("Stopping container {name}")),
-            },
-            ProcessEventKind::PreStopStarted => (
-                "Normal",
-                "PreStopStarted",
-                format!("Running preStop hook of container {name}"),
-            ),
-            ProcessEventKind::PreStopFinished { outcome } => (
-                "Normal",
-                "PreStopFinished",
-                match outcome {
-                    HookOutcome::Ok => format!("PreStop hook of container {name} finished"),
-                    HookOutcome::Failed { message } => {
-                        format!("PreStop hook of container {name} failed: {message}")
-                    }
-                    HookOutcome::TimedOut => {
-                        format!("PreStop hook of container {name} not completed in grace period")
-                    }
-                },
-            ),
-            ProcessEventKind::FailedPreStopHook { .. } => (
-                "Warning",
-                "FailedPreStopHook",
-                "PreStopHook failed".to_string(),
-            ),
-            ProcessEventKind::SigtermSent => (
-                "Normal",
-                "SigtermSent",
-                format!("Sent SIGTERM to container {name} (pid {pid})"),
-            ),
-            ProcessEventKind::SigkillSent => (
-                "Warning",
-                "SigkillSent",
-                format!(
-                    "Grace period over: sent SIGKILL to container {name} (process group {pid})"
-                ),
-            ),
-            ProcessEventKind::Exited(exit) => {
-                ("Normal", "ContainerExited", exit_message(name, exit))
-            }
-        };
-        self.event(type_, reason, &message, true);
-    }
-}
-
-/// `Container app exited with code 143 (signal 15)`.
-fn exit_message(name: &str, exit: &ExitInfo) -> String {
-    let code = exit.code.map_or_else(|| "?".to_string(), |c| c.to_string());
-    match exit.signal {
-        Some(sig) => format!("Container {name} exited with code {code} (signal {sig})"),
-        None => format!("Container {name} exited with code {code}"),
     }
 }
 
