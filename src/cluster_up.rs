@@ -7,6 +7,7 @@ use crate::{
     error::ExitStatus,
     minicluster::{
         cluster::{ClusterOptions, EmbeddedCluster},
+        process::ChildRegistry,
         proxy::{Propagation, ProxyMode},
     },
 };
@@ -34,9 +35,9 @@ pub enum ClusterUpError {
     /// The runtime could not start.
     #[error("cannot start the runtime: {0}")]
     Runtime(#[source] std::io::Error),
-    /// The API server could not start.
+    /// The cluster could not start.
     #[error(transparent)]
-    Server(#[from] crate::minicluster::server::ServerError),
+    Cluster(#[from] crate::minicluster::cluster::ClusterError),
     /// The kubeconfig could not be written.
     #[error("cannot write the kubeconfig {}: {source}", path.display())]
     Kubeconfig {
@@ -71,6 +72,8 @@ pub fn cluster_up(opts: &ClusterUpOptions) -> Result<ExitStatus, ClusterUpError>
         .enable_all()
         .build()
         .map_err(ClusterUpError::Runtime)?;
+    // Every pod process dies with this command, however it ends.
+    let _orphans = ChildRegistry::global().guard();
     runtime.block_on(async {
         let cluster = EmbeddedCluster::start(&ClusterOptions {
             listen: opts.listen,
@@ -78,7 +81,7 @@ pub fn cluster_up(opts: &ClusterUpOptions) -> Result<ExitStatus, ClusterUpError>
             insecure_http: opts.insecure_http,
             proxy: opts.proxy,
             propagation: opts.propagation,
-            proxy_events: None,
+            ..ClusterOptions::default()
         })
         .await?;
         write_private(&opts.kubeconfig, &cluster.kubeconfig()).map_err(|source| {

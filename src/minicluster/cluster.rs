@@ -2,13 +2,15 @@
 //! cluster (namespaces, nodes `embedded-node-1…N`), the API server over
 //! HTTPS, and the kubeconfig that reaches it.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
 use serde_json::json;
 
 use super::{
     api::{self, ApiState},
     controllers::Controllers,
+    kubelet::{ImageMap, Kubelet, KubeletConfig, KubeletError, KubeletHandle},
+    process::IpAllocator,
     proxy::{Propagation, ProxyEvent, ProxyMode},
     resources::ResourceKind,
     server::{ApiServer, Credentials, ServerError},
@@ -34,6 +36,13 @@ pub struct ClusterOptions {
     pub propagation: Propagation,
     /// Where the proxies' attribution records go (`None`: discarded).
     pub proxy_events: Option<tokio::sync::mpsc::UnboundedSender<ProxyEvent>>,
+    /// Image → local command rules (the `rolltest-demo*` default is always added).
+    pub images: ImageMap,
+    /// The rolltest binary that runs `rolltest-demo*` images (`serve`);
+    /// `None`: this executable.
+    pub demo_binary: Option<PathBuf>,
+    /// Where pod logs go (`None`: a temporary directory removed on shutdown).
+    pub work_dir: Option<PathBuf>,
 }
 
 /// Default endpoint propagation delay, like a small kind cluster's.
@@ -51,6 +60,9 @@ impl Default for ClusterOptions {
             proxy: ProxyMode::L4,
             propagation: DEFAULT_PROPAGATION,
             proxy_events: None,
+            images: ImageMap::new(),
+            demo_binary: None,
+            work_dir: None,
         }
     }
 }
@@ -67,11 +79,31 @@ pub struct EmbeddedCluster {
     controllers: Option<Controllers>,
     /// The service proxies.
     proxies: Option<ServiceProxies>,
+    /// The kubelet running the pods.
+    kubelet: Option<KubeletHandle>,
+    _temp_dir: Option<tempfile::TempDir>,
+}
+
+/// Why the embedded cluster could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The API server failed.
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    /// The kubelet failed.
+    #[error(transparent)]
+    Kubelet(#[from] KubeletError),
+    /// The temporary work directory could not be made.
+    #[error("cannot create the cluster's work directory: {0}")]
+    WorkDir(#[source] std::io::Error),
+    /// The executable's own path is unknown (needed to run rolltest-demo images).
+    #[error("cannot find the rolltest executable to run rolltest-demo images: {0}")]
+    Executable(#[source] std::io::Error),
 }
 
 impl EmbeddedCluster {
     /// Starts the cluster.
-    pub async fn start(options: &ClusterOptions) -> Result<Self, ServerError> {
+    pub async fn start(options: &ClusterOptions) -> Result<Self, ClusterError> {
         let store = Arc::new(Store::new());
         seed(&store, options.nodes);
         let credentials = if options.insecure_http {
@@ -79,10 +111,14 @@ impl EmbeddedCluster {
         } else {
             Some(Credentials::generate()?)
         };
-        let router_store = store.clone();
+        let state = ApiState::new(store.clone());
+        let router_state = state.clone();
         let server = ApiServer::start(
             options.listen,
-            move |address| api::router(ApiState::new(router_store, address)),
+            move |address| {
+                let _ = router_state.server_address.set(address);
+                api::router(router_state)
+            },
             credentials.as_ref(),
         )
         .await?;
@@ -97,12 +133,43 @@ impl EmbeddedCluster {
         };
         let proxies =
             ServiceProxies::start(store.clone(), options.proxy, options.propagation, events);
+        let (work_dir, temp_dir) = match &options.work_dir {
+            Some(dir) => (dir.clone(), None),
+            None => {
+                let dir = tempfile::Builder::new()
+                    .prefix("rolltest-cluster-")
+                    .tempdir()
+                    .map_err(ClusterError::WorkDir)?;
+                (dir.path().to_path_buf(), Some(dir))
+            }
+        };
+        let demo = match &options.demo_binary {
+            Some(b) => b.clone(),
+            None => std::env::current_exe().map_err(ClusterError::Executable)?,
+        };
+        let mut images = options.images.clone();
+        images.add_demo_default(demo);
+        let kubelet = Kubelet::start(KubeletConfig {
+            store: store.clone(),
+            nodes: (1..=options.nodes.max(1))
+                .map(|i| format!("embedded-node-{i}"))
+                .collect(),
+            images: Arc::new(images),
+            work_dir,
+            ips: Arc::new(IpAllocator::new()),
+        })?;
+        let logs = kubelet.log_index();
+        let _ = state
+            .logs
+            .set(Arc::new(move |ns: &str, pod: &str| logs(ns, pod)));
         Ok(EmbeddedCluster {
             store,
             server,
             credentials,
             controllers,
             proxies,
+            kubelet: Some(kubelet),
+            _temp_dir: temp_dir,
         })
     }
 
@@ -126,10 +193,14 @@ impl EmbeddedCluster {
             .unwrap_or_default()
     }
 
-    /// Stops the controllers, the service proxies and the API server.
+    /// Stops the controllers, the pods (every process), the service proxies
+    /// and the API server.
     pub async fn shutdown(mut self) {
         if let Some(c) = self.controllers.take() {
             c.stop();
+        }
+        if let Some(k) = self.kubelet.take() {
+            k.shutdown().await;
         }
         if let Some(p) = self.proxies.take() {
             p.stop();

@@ -42,12 +42,17 @@ use super::{
     store::{Store, now_rfc3339},
 };
 
+/// Finds a pod's log file: (namespace, pod) → path (the kubelet's index).
+pub type LogLookup = Arc<dyn Fn(&str, &str) -> Option<std::path::PathBuf> + Send + Sync>;
+
 /// Shared state of the API server.
 pub struct ApiState {
     /// The objects.
     pub store: Arc<Store>,
-    /// `host:port` clients reach the server at (for `/api`).
-    pub server_address: String,
+    /// `host:port` clients reach the server at (for `/api`), once bound.
+    pub server_address: std::sync::OnceLock<String>,
+    /// Where pod logs are (set when a kubelet runs).
+    pub logs: std::sync::OnceLock<LogLookup>,
     /// Allocated Service addresses and node ports.
     allocations: Mutex<Allocations>,
 }
@@ -60,10 +65,11 @@ struct Allocations {
 
 impl ApiState {
     /// State over a store.
-    pub fn new(store: Arc<Store>, server_address: String) -> Arc<Self> {
+    pub fn new(store: Arc<Store>) -> Arc<Self> {
         Arc::new(ApiState {
             store,
-            server_address,
+            server_address: std::sync::OnceLock::new(),
+            logs: std::sync::OnceLock::new(),
             allocations: Mutex::new(Allocations::default()),
         })
     }
@@ -98,7 +104,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route(
             "/api",
             get(|State(s): State<Arc<ApiState>>| async move {
-                json_ok(&discovery::core_versions(&s.server_address))
+                json_ok(&discovery::core_versions(
+                    s.server_address.get().map_or("127.0.0.1", String::as_str),
+                ))
             }),
         )
         .route("/apis", get(|| async { json_ok(&discovery::groups()) }))
@@ -288,10 +296,7 @@ async fn route(
         },
         (Some(_), Some(s), m) if s == "scale" => scale(state, &req, m),
         (Some(_), Some(s), Method::POST) if s == "eviction" => evict::evict(state, &req),
-        (Some(_), Some(s), Method::GET) if s == "log" => Err(ApiError::bad_request(format!(
-            "container logs are not available for pod \"{}\"",
-            req.name.as_deref().unwrap_or("")
-        ))),
+        (Some(_), Some(s), Method::GET) if s == "log" => logs(state, &req),
         _ => Err(ApiError::method_not_allowed(format!(
             "{} is not supported on {}",
             req.method,
@@ -341,6 +346,41 @@ impl Request<'_> {
     fn strict(&self) -> bool {
         self.query.get("fieldValidation") == Some("Strict")
     }
+}
+
+/// `GET pods/NAME/log` (`kubectl logs`): the container's output as the
+/// kubelet wrote it; `tailLines` honoured.
+fn logs(state: &ApiState, req: &Request) -> ApiResult {
+    let pods = pods_kind()?;
+    state
+        .store
+        .require(pods, req.ns(), req.name())
+        .map_err(|e| ApiError::from_store(pods, e))?;
+    let path = state
+        .logs
+        .get()
+        .and_then(|lookup| lookup(req.ns(), req.name()))
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "container in pod \"{}\" has not started",
+                req.name()
+            ))
+        })?;
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let text = match req
+        .query
+        .get("tailLines")
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        Some(n) => {
+            let lines: Vec<&str> = text.lines().collect();
+            let mut tail = lines[lines.len().saturating_sub(n)..].join("\n");
+            tail.push('\n');
+            tail
+        }
+        None => text,
+    };
+    Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], text).into_response())
 }
 
 fn respond_object(req: &Request, code: StatusCode, object: &Value) -> Response {

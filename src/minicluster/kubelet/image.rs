@@ -41,6 +41,12 @@ impl ImageMap {
         }
     }
 
+    /// Sets the demo rule (`rolltest-demo*` → `[<rolltest_binary>, "serve"]`),
+    /// tried after every other rule.
+    pub fn add_demo_default(&mut self, rolltest_binary: PathBuf) {
+        self.fallback = Self::with_demo_default(rolltest_binary).fallback;
+    }
+
     /// Appends a rule (`command` is program then arguments; an empty
     /// command makes the image unmapped).
     pub fn push(&mut self, pattern: impl Into<String>, command: Vec<String>) {

@@ -12,16 +12,18 @@
 //!   failures kill (with preStop) and restart the container;
 //! - crashes restart per `restartPolicy`, with CrashLoopBackOff;
 //! - a `deletionTimestamp` runs the `killContainer` sequence, reporting each
-//!   step as an event (`Killing`, `PreStopStarted`, `PreStopFinished` or
-//!   `FailedPreStopHook`, `SigtermSent`, `SigkillSent`, `ContainerExited`),
-//!   then writes the terminal phase and deletes the pod (uid precondition);
+//!   step as an event (`events.rs`: `Killing`, `PreStopStarted`,
+//!   `PreStopFinished` or `FailedPreStopHook`, `SigtermSent`, `SigkillSent`,
+//!   `ContainerExited`; microsecond `eventTime`s in order), then writes the terminal phase and deletes the pod (uid precondition);
 //! - a pod that vanished from the store, or a kubelet shutdown, SIGKILLs the
 //!   process group.
 //!
 //! Limits: only the first container of a pod runs (the others are ignored,
 //! not rejected); no init containers, postStart hooks, `$(VAR)` expansion,
 //! `command` override, resource limits or `kubectl logs --previous`; a grace
-//! period shortened by a second delete after termination began is ignored.
+//! period shortened by a second delete after termination began is ignored;
+//! an event's `eventTime` is when the kubelet recorded the step (within
+//! a scheduler tick of it), not the instant the signal went out.
 
 mod events;
 mod image;
@@ -158,6 +160,17 @@ impl KubeletHandle {
         self.kill_all();
     }
 
+    /// A lookup of pods' log files that outlives this handle's borrow (for
+    /// the API server's `pods/log`).
+    pub fn log_index(&self) -> impl Fn(&str, &str) -> Option<PathBuf> + Send + Sync + 'static {
+        let shared = self.shared.clone();
+        move |namespace: &str, pod: &str| {
+            lock(&shared.pods)
+                .get(&(namespace.to_string(), pod.to_string()))
+                .map(|i| i.log_path.clone())
+        }
+    }
+
     /// The log file of a pod's container (`kubectl logs`), once the pod was
     /// seen by this kubelet.
     pub fn log_path(&self, namespace: &str, pod: &str) -> Option<PathBuf> {
@@ -194,7 +207,7 @@ impl Drop for KubeletHandle {
 
 /// Where a pod's log is and which IP it got (for `kubectl logs` and tests).
 #[derive(Debug, Clone)]
-pub struct PodInfo {
+pub(crate) struct PodInfo {
     /// The container log file.
     pub log_path: PathBuf,
     /// The pod IP once allocated.
@@ -202,7 +215,7 @@ pub struct PodInfo {
 }
 
 /// State shared by the supervisor, the pod tasks and the handle.
-pub struct Shared {
+pub(crate) struct Shared {
     /// The object store.
     pub store: Arc<Store>,
     /// Image rules.
