@@ -28,9 +28,12 @@ struct Harness {
 
 impl Harness {
     async fn start() -> Harness {
-        let cluster = EmbeddedCluster::start(&ClusterOptions::default())
-            .await
-            .expect("cluster");
+        let cluster = EmbeddedCluster::start(&ClusterOptions {
+            demo_binary: Some(env!("CARGO_BIN_EXE_rolltest").into()),
+            ..ClusterOptions::default()
+        })
+        .await
+        .expect("cluster");
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("kubeconfig"), cluster.kubeconfig()).expect("kubeconfig");
         Harness { cluster, dir }
@@ -437,7 +440,8 @@ async fn eviction_respects_the_disruption_budget() {
     let ready_pod = |name: &str| {
         json!({
             "metadata": {"name": name, "labels": {"app": "web"}},
-            "spec": {"nodeName": "embedded-node-1", "terminationGracePeriodSeconds": 30, "containers": [{"name": "app", "image": "i"}]},
+            // A node no kubelet of this cluster serves: the status written here stays.
+            "spec": {"nodeName": "external-node", "terminationGracePeriodSeconds": 30, "containers": [{"name": "app", "image": "i"}]},
             "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}]},
         })
     };

@@ -407,16 +407,14 @@ async fn kubectl(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kubectl_rollout_status_and_drain_blocked_by_pdb() {
-    let cluster = EmbeddedCluster::start(&ClusterOptions::default())
-        .await
-        .expect("cluster");
-    let stop = Arc::new(AtomicBool::new(false));
-    let kubelet = fake_kubelet(
-        cluster.store.clone(),
-        Duration::from_millis(300),
-        stop.clone(),
-    );
+async fn kubectl_rollout_status_and_drain_blocked_by_pdb_with_real_pods() {
+    // The real thing: the cluster's own kubelet runs the pods as processes.
+    let cluster = EmbeddedCluster::start(&ClusterOptions {
+        demo_binary: Some(env!("CARGO_BIN_EXE_rolltest").into()),
+        ..ClusterOptions::default()
+    })
+    .await
+    .expect("cluster");
     let dir = tempfile::tempdir().expect("dir");
     let kc = dir.path().join("kubeconfig");
     std::fs::write(&kc, cluster.kubeconfig()).expect("kubeconfig");
@@ -481,8 +479,6 @@ async fn kubectl_rollout_status_and_drain_blocked_by_pdb() {
             .all(|p| p["spec"]["nodeName"] == "embedded-node-2"),
         "after the drain every pod runs on node 2"
     );
-    stop.store(true, Ordering::Relaxed);
-    let _ = kubelet.await;
     cluster.shutdown().await;
 }
 

@@ -208,12 +208,7 @@ impl Store {
         namespace: Option<&str>,
     ) -> (Vec<Arc<Value>>, u64) {
         let inner = self.lock();
-        let items = inner
-            .objects
-            .iter()
-            .filter(|((g, p, ns, _), _)| {
-                *g == r.group && *p == r.plural && namespace.is_none_or(|n| n == ns)
-            })
+        let items = of_kind(&inner, r, namespace)
             .map(|(_, v)| v.clone())
             .collect();
         (items, inner.rv)
@@ -416,12 +411,7 @@ impl Store {
             std::ptr::eq(e.resource, r) && namespace.is_none_or(|n| n == e.namespace)
         };
         let initial = match since {
-            None | Some(0) => inner
-                .objects
-                .iter()
-                .filter(|((g, p, ns, _), _)| {
-                    *g == r.group && *p == r.plural && namespace.is_none_or(|n| n == ns)
-                })
+            None | Some(0) => of_kind(&inner, r, namespace)
                 .map(|((_, _, ns, _), obj)| {
                     Arc::new(WatchEvent {
                         rv: inner.rv,
@@ -482,6 +472,27 @@ impl Store {
         // No receiver is fine: nobody is watching.
         let _ = self.events.send(event);
     }
+}
+
+/// The objects of one type (in one namespace, or all), by key range: a list
+/// costs what it returns, not the size of the whole store.
+fn of_kind<'a>(
+    inner: &'a Inner,
+    r: &'static ResourceKind,
+    namespace: Option<&'a str>,
+) -> impl Iterator<Item = (&'a Key, &'a Arc<Value>)> + 'a {
+    let start: Key = (
+        r.group,
+        r.plural,
+        namespace.unwrap_or("").to_string(),
+        String::new(),
+    );
+    inner
+        .objects
+        .range(start..)
+        .take_while(move |((g, p, ns, _), _)| {
+            *g == r.group && *p == r.plural && namespace.is_none_or(|n| n == ns)
+        })
 }
 
 fn existing(inner: &Inner, r: &ResourceKind, k: &Key) -> Result<Arc<Value>, StoreError> {

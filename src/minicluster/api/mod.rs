@@ -59,7 +59,6 @@ pub struct ApiState {
 
 #[derive(Default)]
 struct Allocations {
-    next_cluster_ip: u32,
     node_ports: Vec<i64>,
 }
 
@@ -75,18 +74,36 @@ impl ApiState {
     }
 
     /// The next Service address: loopback 127.3.X.Y, so the embedded service
-    /// proxy can listen on it and no traffic ever leaves the machine.
-    fn allocate_cluster_ip(&self) -> String {
-        let mut a = self.allocations.lock().unwrap_or_else(|e| e.into_inner());
-        let n = a.next_cluster_ip;
-        a.next_cluster_ip += 1;
-        format!("127.3.{}.{}", (n / 254) % 256, n % 254 + 1)
+    /// proxy can listen on it and no traffic ever leaves the machine. Counted
+    /// process-wide and skipping addresses already in use, so two clusters
+    /// (in this process or another) do not collide.
+    fn allocate_cluster_ip(&self, ports: &[u16]) -> String {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let mut ip = String::new();
+        for _ in 0..65_000 {
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            ip = format!("127.3.{}.{}", (n / 254) % 256, n % 254 + 1);
+            let free = ports
+                .iter()
+                .all(|p| std::net::TcpListener::bind((ip.as_str(), *p)).is_ok());
+            if free {
+                break;
+            }
+        }
+        ip
     }
 
     fn allocate_node_port(&self) -> i64 {
         let mut a = self.allocations.lock().unwrap_or_else(|e| e.into_inner());
         let used = &a.node_ports;
-        let port = (30000..=32767).find(|p| !used.contains(p)).unwrap_or(32767);
+        // Skip ports taken here or by anyone else on this machine.
+        let port = (30000..=32767)
+            .find(|p| {
+                !used.contains(p)
+                    && u16::try_from(*p)
+                        .is_ok_and(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
+            })
+            .unwrap_or(32767);
         a.node_ports.push(port);
         port
     }
@@ -443,7 +460,13 @@ fn allocate(state: &ApiState, r: &ResourceKind, obj: &mut Value) {
         return;
     }
     if obj["spec"]["clusterIP"].as_str().is_none_or(str::is_empty) {
-        let ip = state.allocate_cluster_ip();
+        let ports: Vec<u16> = obj["spec"]["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["port"].as_u64().and_then(|p| u16::try_from(p).ok()))
+            .collect();
+        let ip = state.allocate_cluster_ip(&ports);
         obj["spec"]["clusterIP"] = json!(ip);
         obj["spec"]["clusterIPs"] = json!([ip]);
     }

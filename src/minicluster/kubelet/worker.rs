@@ -129,7 +129,7 @@ impl Worker {
             self.event("Warning", "Failed", &event, true);
             return self.until_end().await;
         };
-        let ip = match self.sh.ips.allocate() {
+        let ip = match self.sh.ips.allocate_free(self.plan.container.port()) {
             Ok(ip) => IpAddr::V4(ip),
             Err(e) => {
                 self.view.state = waiting("RunContainerError", Some(e.to_string()));

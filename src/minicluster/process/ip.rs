@@ -41,6 +41,20 @@ impl IpAllocator {
 }
 
 /// The `n`th address (0-based).
+impl IpAllocator {
+    /// The next address on which `port` is free right now: addresses taken
+    /// by another cluster (another rolltest process, or another cluster in
+    /// this one) are skipped, so pods never collide on an address.
+    pub fn allocate_free(&self, port: u16) -> Result<Ipv4Addr, ProcessError> {
+        loop {
+            let ip = self.allocate()?;
+            if std::net::TcpListener::bind((ip, port)).is_ok() {
+                return Ok(ip);
+            }
+        }
+    }
+}
+
 fn address(n: u32) -> Ipv4Addr {
     let subnet = n / HOSTS + 1;
     let host = n % HOSTS + 1;

@@ -226,27 +226,45 @@ impl ServiceProxy {
         seed: u64,
         events: mpsc::UnboundedSender<ProxyEvent>,
     ) -> Result<ServiceProxy, ProxyError> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(ProxyError::Thread)?;
-        let bind = |source| ProxyError::Bind {
-            addr: listen,
-            source,
-        };
-        let listener = {
-            let _guard = runtime.enter();
-            listen_on(listen).map_err(bind)?
-        };
-        let local_addr = listener.local_addr().map_err(bind)?;
-
-        let shared = Arc::new(Shared::new(events));
+        // The runtime is built, and the listener bound, on the proxy's own
+        // thread: a runtime must never be dropped inside another runtime's
+        // task, which a failed bind here would otherwise do.
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<SocketAddr, ProxyError>>();
         let (updates, rx) = mpsc::unbounded_channel();
         let (stop, stopped) = oneshot::channel::<()>();
-        let applier = propagation::run_applier(rx, propagation, seed, Arc::clone(&shared));
         let thread = thread::Builder::new()
-            .name(format!("proxy-{}", local_addr.port()))
+            .name(format!("proxy-{}", listen.port()))
             .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(ProxyError::Thread(e)));
+                        return;
+                    }
+                };
+                let bind = |source| ProxyError::Bind {
+                    addr: listen,
+                    source,
+                };
+                let bound = {
+                    let _guard = runtime.enter();
+                    listen_on(listen)
+                        .and_then(|l| l.local_addr().map(|a| (l, a)))
+                        .map_err(bind)
+                };
+                let (listener, local_addr) = match bound {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(local_addr));
+                let shared = Arc::new(Shared::new(events));
+                let applier = propagation::run_applier(rx, propagation, seed, Arc::clone(&shared));
                 runtime.block_on(async move {
                     tokio::spawn(applier);
                     match mode {
@@ -255,13 +273,24 @@ impl ServiceProxy {
                             retry_connect_errors,
                         } => tokio::spawn(l7::serve(listener, shared, retry_connect_errors)),
                     };
-                    // Either a stop or the handle dropped without one.
                     let _ = stopped.await;
                 });
-                // Dropping the runtime drops every task and socket.
                 drop(runtime);
             })
             .map_err(ProxyError::Thread)?;
+        let local_addr = match ready_rx.recv() {
+            Ok(Ok(addr)) => addr,
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                return Err(e);
+            }
+            Err(_) => {
+                let _ = thread.join();
+                return Err(ProxyError::Thread(std::io::Error::other(
+                    "the proxy thread ended early",
+                )));
+            }
+        };
         Ok(ServiceProxy {
             local_addr,
             updates,
