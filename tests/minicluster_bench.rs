@@ -37,13 +37,19 @@ async fn cluster() -> EmbeddedCluster {
 }
 
 async fn client(cluster: &EmbeddedCluster) -> kube::Client {
-    let kubeconfig = kube::config::Kubeconfig::from_yaml(&cluster.kubeconfig()).expect("kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.expect("config");
+    let kubeconfig =
+        kube::config::Kubeconfig::from_yaml(&cluster.kubeconfig()).expect("kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .expect("config");
     kube::Client::try_from(config).expect("client")
 }
 
 fn ready(p: &Value) -> bool {
-    p["status"]["conditions"].as_array().is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+    p["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -55,12 +61,20 @@ async fn bench_cluster() {
     // 1. Watch delivery latency over HTTPS (kube-rs).
     let api: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client(&c).await);
     let rv = c.store.version().to_string();
-    let mut stream = Box::pin(api.watch(&kube::api::WatchParams::default().timeout(60), &rv).await.expect("watch"));
+    let mut stream = Box::pin(
+        api.watch(&kube::api::WatchParams::default().timeout(60), &rv)
+            .await
+            .expect("watch"),
+    );
     let mut samples = Vec::new();
     for i in 0..300 {
         let start = Instant::now();
-        c.store.create(cm, "", json!({"metadata": {"name": format!("bench-{i}")}})).expect("create");
-        let _ = tokio::time::timeout(Duration::from_secs(5), stream.next()).await.expect("event");
+        c.store
+            .create(cm, "", json!({"metadata": {"name": format!("bench-{i}")}}))
+            .expect("create");
+        let _ = tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .expect("event");
         samples.push(start.elapsed());
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
@@ -99,14 +113,23 @@ async fn bench_cluster() {
             tokio::time::sleep(Duration::from_micros(200)).await;
         };
         loop {
-            if tokio::net::TcpStream::connect((ip.as_str(), 8080)).await.is_ok() {
+            if tokio::net::TcpStream::connect((ip.as_str(), 8080))
+                .await
+                .is_ok()
+            {
                 to_serving.push(t.elapsed());
                 break;
             }
             assert!(t.elapsed() < Duration::from_secs(20), "app never listened");
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
-        let _ = rolltest::minicluster::api::graceful_delete_pod(&c.store, "default", &name, Some(0), None);
+        let _ = rolltest::minicluster::api::graceful_delete_pod(
+            &c.store,
+            "default",
+            &name,
+            Some(0),
+            None,
+        );
     }
     println!(
         "pod created -> Ready (no readiness probe), 10 pods: p50 {:?} max {:?}",
@@ -135,8 +158,21 @@ async fn bench_cluster() {
         .await
         .expect("create");
     let settled = |c: &EmbeddedCluster| {
-        let pods_now: Vec<Arc<Value>> = c.store.list(pods, Some("default")).0.into_iter().filter(|p| p["metadata"]["labels"]["app"] == "roll").collect();
-        let hashes: std::collections::HashSet<String> = pods_now.iter().filter_map(|p| p["metadata"]["labels"]["pod-template-hash"].as_str().map(str::to_string)).collect();
+        let pods_now: Vec<Arc<Value>> = c
+            .store
+            .list(pods, Some("default"))
+            .0
+            .into_iter()
+            .filter(|p| p["metadata"]["labels"]["app"] == "roll")
+            .collect();
+        let hashes: std::collections::HashSet<String> = pods_now
+            .iter()
+            .filter_map(|p| {
+                p["metadata"]["labels"]["pod-template-hash"]
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .collect();
         pods_now.len() == 6 && hashes.len() == 1 && pods_now.iter().all(|p| ready(p))
     };
     let t = Instant::now();
@@ -144,11 +180,15 @@ async fn bench_cluster() {
         assert!(t.elapsed() < Duration::from_secs(60));
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    println!("6-replica Deployment created -> 6 pods Ready: {:?}", t.elapsed());
+    println!(
+        "6-replica Deployment created -> 6 pods Ready: {:?}",
+        t.elapsed()
+    );
     let t = Instant::now();
     c.store
         .update(deployments, "default", "roll", |d| {
-            d["spec"]["template"]["metadata"]["annotations"] = json!({"kubectl.kubernetes.io/restartedAt": "bench"});
+            d["spec"]["template"]["metadata"]["annotations"] =
+                json!({"kubectl.kubernetes.io/restartedAt": "bench"});
             Ok(())
         })
         .expect("restart");
@@ -157,6 +197,9 @@ async fn bench_cluster() {
         assert!(t.elapsed() < Duration::from_secs(120));
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    println!("6-replica rollout (25%/25%, no preStop), restart -> every old pod gone: {:?}", t.elapsed());
+    println!(
+        "6-replica rollout (25%/25%, no preStop), restart -> every old pod gone: {:?}",
+        t.elapsed()
+    );
     c.shutdown().await;
 }

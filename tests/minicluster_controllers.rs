@@ -439,6 +439,14 @@ async fn kubectl_rollout_status_and_drain_blocked_by_pdb_with_real_pods() {
     )
     .await;
     assert!(ok && out.contains("successfully rolled out"), "{out}");
+    let (_, wide) = kubectl(&kc, &cache, &["get", "pods", "-o", "wide"]).await;
+    assert!(
+        wide.contains("embedded-node-1") && wide.contains("embedded-node-2"),
+        "pods spread over nodes:\n{wide}"
+    );
+    // With node 2 cordoned, the restart puts every new pod on node 1.
+    let (ok, out) = kubectl(&kc, &cache, &["cordon", "embedded-node-2"]).await;
+    assert!(ok, "{out}");
     let (ok, out) = kubectl(&kc, &cache, &["rollout", "restart", "deploy/web"]).await;
     assert!(ok, "{out}");
     let (ok, out) = kubectl(
@@ -448,11 +456,55 @@ async fn kubectl_rollout_status_and_drain_blocked_by_pdb_with_real_pods() {
     )
     .await;
     assert!(ok && out.contains("successfully rolled out"), "{out}");
-    let (_, pods) = kubectl(&kc, &cache, &["get", "pods", "-o", "wide"]).await;
+    let (ok, table) = kubectl(&kc, &cache, &["get", "pods"]).await;
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
     assert!(
-        pods.contains("embedded-node-1") && pods.contains("embedded-node-2"),
-        "pods spread over nodes:\n{pods}"
+        ok && header == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"],
+        "{table}"
     );
+    assert!(
+        table.contains("1/1") && table.contains("Running"),
+        "{table}"
+    );
+    let (ok, out) = kubectl(
+        &kc,
+        &cache,
+        &[
+            "get",
+            "rs,endpointslices,pdb,events,nodes,svc",
+            "-o",
+            "wide",
+        ],
+    )
+    .await;
+    assert!(
+        ok && out.contains("replicaset.apps/web-")
+            && out.contains("poddisruptionbudget.policy/web"),
+        "{out}"
+    );
+    let (ok, out) = kubectl(
+        &kc,
+        &cache,
+        &[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "--field-selector",
+            "spec.nodeName=embedded-node-1",
+            "-o",
+            "name",
+        ],
+    )
+    .await;
+    assert!(ok && !out.trim().is_empty(), "{out}");
+    let (ok, out) = kubectl(&kc, &cache, &["uncordon", "embedded-node-2"]).await;
+    assert!(ok, "{out}");
 
     // Drain node 1: evictions beyond the budget get 429 and kubectl retries until replacements are ready.
     let (ok, out) = kubectl(
@@ -470,7 +522,7 @@ async fn kubectl_rollout_status_and_drain_blocked_by_pdb_with_real_pods() {
     assert!(out.contains("drained"), "{out}");
     assert!(
         out.contains("Cannot evict pod as it would violate the pod's disruption budget"),
-        "two pods on the node and one disruption allowed: the second eviction must have been refused and retried:\n{out}"
+        "four pods on the node and one disruption allowed at a time: evictions must have been refused and retried:\n{out}"
     );
     let pods = cluster.store.list(kind("", "pods"), Some("default")).0;
     assert!(
