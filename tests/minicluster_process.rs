@@ -6,6 +6,7 @@
 //! (`orphan_parent_helper` with `ROLLTEST_ORPHAN_MODE` set), which spawns
 //! pods, prints their pids and then returns, panics, or waits to be killed.
 
+use std::os::unix::process::CommandExt;
 use std::{
     collections::BTreeSet,
     io::{BufRead, BufReader, Read, Write},
@@ -727,6 +728,17 @@ fn run_parent_when(
     .stderr(Stdio::null());
     if no_watchdog {
         cmd.env("ROLLTEST_NO_WATCHDOG", "1");
+    }
+    // A shell starting the tests in the background (no job control) leaves
+    // SIGINT ignored, and the child would inherit that: give it the default
+    // dispositions a terminal user's process has.
+    // SAFETY: signal(2) is async-signal-safe, as pre_exec requires.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            libc::signal(libc::SIGTERM, libc::SIG_DFL);
+            Ok(())
+        });
     }
     let mut child = cmd.spawn().expect("spawn helper");
     let stdout = child.stdout.take().expect("stdout");
