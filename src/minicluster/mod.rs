@@ -2,14 +2,21 @@
 //! machine, with pods as local processes on their own loopback IPs behind a
 //! service proxy whose endpoint view lags like kube-proxy's.
 //!
-//! It depends on nothing in rolltest but `crate::model`, so it could become a
-//! crate of its own. Parts so far:
-//! - [`process`]: pods' processes (own process groups, never orphaned),
-//!   loopback IPs, lifecycle hooks, probes and the kubelet's termination sequence;
-//! - [`resources`], [`store`]: the API types served and the object store
-//!   with resourceVersions and resumable watches;
-//! - [`proxy`]: the service proxy (`l4` like kube-proxy, `l7` like an ingress)
-//!   that applies endpoint changes only after a propagation delay.
+//! It depends on nothing else in rolltest, so it could become a crate of
+//! its own. [`cluster::EmbeddedCluster`] puts the parts together:
+//! - [`resources`], [`store`]: the API types served, and the object store
+//!   with one resourceVersion counter and resumable watches;
+//! - [`api`], [`server`]: the HTTP API kube-rs and kubectl use (discovery,
+//!   list/watch, patches, subresources, eviction, Table output, Status
+//!   errors), over HTTPS with the cluster's CA, client certificates and a token;
+//! - [`controllers`]: deployment, replicaset, scheduler, endpointslice,
+//!   disruption and garbage collection, run in-process on store changes;
+//! - [`kubelet`], [`process`]: pods as processes in their own process groups
+//!   on loopback IPs, probes, restarts, and the kubelet's termination
+//!   sequence; nothing outlives rolltest;
+//! - [`proxy`], [`services`]: a proxy per Service port (`l4` like kube-proxy,
+//!   `l7` like an ingress) that applies endpoint changes only after a
+//!   propagation delay, recording who served every connection or request.
 
 pub mod api;
 pub mod cluster;
