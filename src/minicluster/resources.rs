@@ -53,6 +53,26 @@ const RW: &[&str] = &[
 ];
 const STATUS_VERBS: &[&str] = &["get", "patch", "update"];
 
+/// The `status` subresource of a kind.
+const fn status(kind: &'static str) -> Subresource {
+    Subresource {
+        name: "status",
+        kind,
+        group: None,
+        version: None,
+        verbs: STATUS_VERBS,
+    }
+}
+
+/// The `scale` subresource (autoscaling/v1 Scale).
+const SCALE: Subresource = Subresource {
+    name: "scale",
+    kind: "Scale",
+    group: Some("autoscaling"),
+    version: Some("v1"),
+    verbs: STATUS_VERBS,
+};
+
 /// Every resource the server knows, in discovery order.
 pub static RESOURCES: &[ResourceKind] = &[
     ResourceKind {
@@ -65,13 +85,7 @@ pub static RESOURCES: &[ResourceKind] = &[
         short_names: &["ns"],
         verbs: RW,
         categories: &[],
-        subresources: &[Subresource {
-            name: "status",
-            kind: "Namespace",
-            group: None,
-            version: None,
-            verbs: STATUS_VERBS,
-        }],
+        subresources: &[status("Namespace")],
     },
     ResourceKind {
         group: "",
@@ -83,13 +97,7 @@ pub static RESOURCES: &[ResourceKind] = &[
         short_names: &["no"],
         verbs: RW,
         categories: &[],
-        subresources: &[Subresource {
-            name: "status",
-            kind: "Node",
-            group: None,
-            version: None,
-            verbs: STATUS_VERBS,
-        }],
+        subresources: &[status("Node")],
     },
     ResourceKind {
         group: "",
@@ -102,13 +110,7 @@ pub static RESOURCES: &[ResourceKind] = &[
         verbs: RW,
         categories: &["all"],
         subresources: &[
-            Subresource {
-                name: "status",
-                kind: "Pod",
-                group: None,
-                version: None,
-                verbs: STATUS_VERBS,
-            },
+            status("Pod"),
             Subresource {
                 name: "eviction",
                 kind: "Eviction",
@@ -135,13 +137,7 @@ pub static RESOURCES: &[ResourceKind] = &[
         short_names: &["svc"],
         verbs: RW,
         categories: &["all"],
-        subresources: &[Subresource {
-            name: "status",
-            kind: "Service",
-            group: None,
-            version: None,
-            verbs: STATUS_VERBS,
-        }],
+        subresources: &[status("Service")],
     },
     ResourceKind {
         group: "",
@@ -165,22 +161,7 @@ pub static RESOURCES: &[ResourceKind] = &[
         short_names: &["deploy"],
         verbs: RW,
         categories: &["all"],
-        subresources: &[
-            Subresource {
-                name: "status",
-                kind: "Deployment",
-                group: None,
-                version: None,
-                verbs: STATUS_VERBS,
-            },
-            Subresource {
-                name: "scale",
-                kind: "Scale",
-                group: Some("autoscaling"),
-                version: Some("v1"),
-                verbs: STATUS_VERBS,
-            },
-        ],
+        subresources: &[status("Deployment"), SCALE],
     },
     ResourceKind {
         group: "apps",
@@ -192,22 +173,7 @@ pub static RESOURCES: &[ResourceKind] = &[
         short_names: &["rs"],
         verbs: RW,
         categories: &["all"],
-        subresources: &[
-            Subresource {
-                name: "status",
-                kind: "ReplicaSet",
-                group: None,
-                version: None,
-                verbs: STATUS_VERBS,
-            },
-            Subresource {
-                name: "scale",
-                kind: "Scale",
-                group: Some("autoscaling"),
-                version: Some("v1"),
-                verbs: STATUS_VERBS,
-            },
-        ],
+        subresources: &[status("ReplicaSet"), SCALE],
     },
     ResourceKind {
         group: "discovery.k8s.io",
@@ -231,13 +197,7 @@ pub static RESOURCES: &[ResourceKind] = &[
         short_names: &["pdb"],
         verbs: RW,
         categories: &[],
-        subresources: &[Subresource {
-            name: "status",
-            kind: "PodDisruptionBudget",
-            group: None,
-            version: None,
-            verbs: STATUS_VERBS,
-        }],
+        subresources: &[status("PodDisruptionBudget")],
     },
 ];
 
