@@ -597,17 +597,12 @@ fn replace(state: &ApiState, req: &Request, status_only: bool) -> ApiResult {
         *current = std::mem::take(&mut body);
         Ok(())
     });
-    finish_write(state, req, result, status_only)
+    finish_write(req, result)
 }
 
 /// Validates what a write produced; invalid results are rolled back by
 /// validating before the store commits (see `write_checked`).
-fn finish_write(
-    _state: &ApiState,
-    req: &Request,
-    result: Result<Arc<Value>, super::store::StoreError>,
-    _status_only: bool,
-) -> ApiResult {
+fn finish_write(req: &Request, result: Result<Arc<Value>, super::store::StoreError>) -> ApiResult {
     let obj = result.map_err(|e| match e {
         super::store::StoreError::Invalid(m) => serde_json::from_str::<Value>(&m).ok().map_or_else(
             || ApiError::bad_request(m.clone()),
@@ -694,7 +689,7 @@ fn patch(state: &ApiState, req: &Request, status_only: bool) -> ApiResult {
         *current = next;
         Ok(())
     });
-    finish_write(state, req, result, status_only)
+    finish_write(req, result)
 }
 
 /// Seconds of grace for a pod delete (API server rules, k8s-semantics §3).
@@ -828,7 +823,7 @@ fn delete_collection(state: &ApiState, req: &Request) -> ApiResult {
     ))
 }
 
-fn scale_object(r: &ResourceKind, o: &Value) -> Value {
+fn scale_object(o: &Value) -> Value {
     let selector = o["spec"]["selector"]["matchLabels"]
         .as_object()
         .map(|m| {
@@ -838,7 +833,6 @@ fn scale_object(r: &ResourceKind, o: &Value) -> Value {
                 .join(",")
         })
         .unwrap_or_default();
-    let _ = r;
     json!({
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
@@ -862,7 +856,7 @@ fn scale(state: &ApiState, req: &Request, method: Method) -> ApiResult {
                 .store
                 .require(r, req.ns(), req.name())
                 .map_err(|e| ApiError::from_store(r, e))?;
-            Ok(json_ok(&scale_object(r, &o)))
+            Ok(json_ok(&scale_object(&o)))
         }
         Method::PUT | Method::PATCH => {
             let body = req.json_body()?;
@@ -881,7 +875,7 @@ fn scale(state: &ApiState, req: &Request, method: Method) -> ApiResult {
             };
             let name = req.name().to_string();
             let result = state.store.update(r, req.ns(), req.name(), |current| {
-                let mut s = scale_object(r, current);
+                let mut s = scale_object(current);
                 match kind {
                     None => {
                         if let Some(want) = body["metadata"]["resourceVersion"].as_str()
@@ -922,9 +916,9 @@ fn scale(state: &ApiState, req: &Request, method: Method) -> ApiResult {
             });
             let o = match result {
                 Ok(o) => o,
-                Err(e) => return finish_write(state, req, Err(e), false),
+                Err(e) => return finish_write(req, Err(e)),
             };
-            Ok(json_ok(&scale_object(r, &o)))
+            Ok(json_ok(&scale_object(&o)))
         }
         _ => Err(ApiError::method_not_allowed(
             "only get, update and patch on scale",
