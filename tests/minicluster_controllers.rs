@@ -74,6 +74,36 @@ fn fake_kubelet(
     })
 }
 
+/// A store with a namespace and a node, the controllers, and the stand-in kubelet.
+fn control_plane(
+    grace: Duration,
+) -> (
+    Arc<Store>,
+    Arc<AtomicBool>,
+    tokio::task::JoinHandle<()>,
+    Controllers,
+) {
+    let store = Arc::new(Store::new());
+    store
+        .create(
+            kind("", "namespaces"),
+            "",
+            json!({"metadata": {"name": "default"}}),
+        )
+        .expect("ns");
+    store
+        .create(
+            kind("", "nodes"),
+            "",
+            json!({"metadata": {"name": "n1"}, "spec": {}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}),
+        )
+        .expect("node");
+    let stop = Arc::new(AtomicBool::new(false));
+    let kubelet = fake_kubelet(store.clone(), grace, stop.clone());
+    let controllers = Controllers::start(store.clone()).expect("controllers");
+    (store, stop, kubelet, controllers)
+}
+
 fn deployment(name: &str, replicas: i64, strategy: Value) -> Value {
     json!({
         "metadata": {"name": name},
@@ -125,15 +155,7 @@ async fn check_rollout(
     max_total: usize,
     min_ready: usize,
 ) {
-    let store = Arc::new(Store::new());
-    let ns = kind("", "namespaces");
-    store
-        .create(ns, "", json!({"metadata": {"name": "default"}}))
-        .expect("ns");
-    store.create(kind("", "nodes"), "", json!({"metadata": {"name": "n1"}, "spec": {}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}})).expect("node");
-    let stop = Arc::new(AtomicBool::new(false));
-    let kubelet = fake_kubelet(store.clone(), Duration::from_millis(150), stop.clone());
-    let controllers = Controllers::start(store.clone()).expect("controllers");
+    let (store, stop, kubelet, controllers) = control_plane(Duration::from_millis(150));
     let deployments = kind("apps", "deployments");
     store
         .create(deployments, "default", deployment("web", replicas, json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": surge, "maxUnavailable": unavailable}})))
@@ -239,18 +261,7 @@ async fn rolling_update_4_replicas_surge_0_unavailable_1() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recreate_removes_every_old_pod_before_starting_new_ones() {
-    let store = Arc::new(Store::new());
-    store
-        .create(
-            kind("", "namespaces"),
-            "",
-            json!({"metadata": {"name": "default"}}),
-        )
-        .expect("ns");
-    store.create(kind("", "nodes"), "", json!({"metadata": {"name": "n1"}, "spec": {}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}})).expect("node");
-    let stop = Arc::new(AtomicBool::new(false));
-    let kubelet = fake_kubelet(store.clone(), Duration::from_millis(200), stop.clone());
-    let controllers = Controllers::start(store.clone()).expect("controllers");
+    let (store, stop, kubelet, controllers) = control_plane(Duration::from_millis(200));
     let deployments = kind("apps", "deployments");
     store
         .create(
@@ -294,18 +305,7 @@ async fn recreate_removes_every_old_pod_before_starting_new_ones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpointslices_and_pdb_status_follow_pods() {
-    let store = Arc::new(Store::new());
-    store
-        .create(
-            kind("", "namespaces"),
-            "",
-            json!({"metadata": {"name": "default"}}),
-        )
-        .expect("ns");
-    store.create(kind("", "nodes"), "", json!({"metadata": {"name": "n1"}, "spec": {}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}})).expect("node");
-    let stop = Arc::new(AtomicBool::new(false));
-    let kubelet = fake_kubelet(store.clone(), Duration::from_secs(2), stop.clone());
-    let controllers = Controllers::start(store.clone()).expect("controllers");
+    let (store, stop, kubelet, controllers) = control_plane(Duration::from_secs(2));
     store
         .create(
             kind("apps", "deployments"),
