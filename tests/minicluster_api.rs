@@ -356,6 +356,37 @@ async fn kube_rs_crud_list_watch_and_expired_versions() {
         }
     }
 
+    // A replace carrying a stale resourceVersion is a 409 Conflict, not a lost update.
+    match deployments
+        .replace("api", &PostParams::default(), &created)
+        .await
+    {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!((s.code, s.reason.as_str()), (409, "Conflict"), "{s:?}");
+            assert!(
+                s.message.contains("the object has been modified"),
+                "{}",
+                s.message
+            );
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    // A negative scale is refused with the field path.
+    match deployments
+        .patch_scale(
+            "api",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": -1}})),
+        )
+        .await
+    {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 422);
+            assert!(s.message.contains("spec.replicas"), "{}", s.message);
+        }
+        other => panic!("expected 422, got {other:?}"),
+    }
+
     // Label selectors on list.
     let list = deployments
         .list(&ListParams::default().labels("app=api"))

@@ -291,6 +291,18 @@ impl Store {
         name: &str,
         change: impl FnOnce(&mut Value) -> Result<(), StoreError>,
     ) -> Result<Arc<Value>, StoreError> {
+        self.try_update(r, namespace, name, change)
+    }
+
+    /// [`Store::update`] with the caller's error type (the API server
+    /// returns its own Status errors from `change`); store errors convert into it.
+    pub fn try_update<E: From<StoreError>>(
+        &self,
+        r: &'static ResourceKind,
+        namespace: &str,
+        name: &str,
+        change: impl FnOnce(&mut Value) -> Result<(), E>,
+    ) -> Result<Arc<Value>, E> {
         let mut inner = self.lock();
         let k = key(r, namespace, name);
         let current = existing(&inner, r, &k)?;

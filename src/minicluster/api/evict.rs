@@ -106,30 +106,30 @@ pub(super) fn evict(state: &ApiState, req: &Request) -> ApiResult {
     // Check and decrement under the store's lock, so two evictions cannot
     // both spend the last allowed disruption.
     let pod_name = req.name().to_string();
-    let decremented = state.store.update(pdb_kind, req.ns(), &pdb_name, |pdb| {
-        let allowed = pdb["status"]["disruptionsAllowed"].as_i64().unwrap_or(0);
-        if allowed <= 0 {
-            return Err(crate::minicluster::store::StoreError::Invalid("429".into()));
-        }
-        pdb["status"]["disruptionsAllowed"] = json!(allowed - 1);
-        if !pdb["status"]["disruptedPods"].is_object() {
-            pdb["status"]["disruptedPods"] = json!({});
-        }
-        pdb["status"]["disruptedPods"][&pod_name] = json!(now_rfc3339());
-        Ok(())
-    });
-    match decremented {
-        Ok(_) => {
-            delete_pod(state, req.ns(), req.name(), grace, None)?;
-            Ok(success())
-        }
-        Err(crate::minicluster::store::StoreError::Invalid(_)) => Err(ApiError::too_many_requests(
+    let refused = || {
+        ApiError::too_many_requests(
             "Cannot evict pod as it would violate the pod's disruption budget.",
             vec![json!({
                 "reason": "DisruptionBudget",
                 "message": format!("The disruption budget {pdb_name} needs {desired_healthy} healthy pods and has {current_healthy} currently"),
             })],
-        )),
-        Err(e) => Err(ApiError::from_store(pdb_kind, e)),
-    }
+        )
+    };
+    let decremented = state
+        .store
+        .try_update(pdb_kind, req.ns(), &pdb_name, |pdb| {
+            let allowed = pdb["status"]["disruptionsAllowed"].as_i64().unwrap_or(0);
+            if allowed <= 0 {
+                return Err(super::WriteError::Api(refused()));
+            }
+            pdb["status"]["disruptionsAllowed"] = json!(allowed - 1);
+            if !pdb["status"]["disruptedPods"].is_object() {
+                pdb["status"]["disruptedPods"] = json!({});
+            }
+            pdb["status"]["disruptedPods"][&pod_name] = json!(now_rfc3339());
+            Ok(())
+        });
+    decremented.map_err(|e| e.into_api(pdb_kind))?;
+    delete_pod(state, req.ns(), req.name(), grace, None)?;
+    Ok(success())
 }

@@ -582,16 +582,8 @@ fn replace(state: &ApiState, req: &Request, status_only: bool) -> ApiResult {
         .as_str()
         .map(str::to_string);
     let r = req.r;
-    let name = req.name().to_string();
-    let result = state.store.update(r, req.ns(), req.name(), |current| {
-        if let Some(want) = &want_rv
-            && current["metadata"]["resourceVersion"].as_str() != Some(want)
-        {
-            return Err(super::store::StoreError::Conflict {
-                resource: r.qualified(),
-                name: name.clone(),
-            });
-        }
+    let result = state.store.try_update(r, req.ns(), req.name(), |current| {
+        check_version(r, req.name(), current, want_rv.as_deref())?;
         merge_write(r, current, &mut body, status_only);
         admit(r, &mut body, status_only)?;
         *current = std::mem::take(&mut body);
@@ -600,44 +592,66 @@ fn replace(state: &ApiState, req: &Request, status_only: bool) -> ApiResult {
     finish_write(req, result)
 }
 
-/// Validates what a write produced; invalid results are rolled back by
-/// validating before the store commits (see `write_checked`).
-fn finish_write(req: &Request, result: Result<Arc<Value>, super::store::StoreError>) -> ApiResult {
-    let obj = result.map_err(|e| match e {
-        super::store::StoreError::Invalid(m) => serde_json::from_str::<Value>(&m).ok().map_or_else(
-            || ApiError::bad_request(m.clone()),
-            |v| ApiError {
-                code: v["code"]
-                    .as_u64()
-                    .and_then(|c| u16::try_from(c).ok())
-                    .unwrap_or(422),
-                reason: if v["code"] == 400 {
-                    "BadRequest"
-                } else {
-                    "Invalid"
-                },
-                message: v["message"].as_str().unwrap_or_default().to_string(),
-                details: v.get("details").cloned(),
-            },
-        ),
-        other => ApiError::from_store(req.r, other),
-    })?;
+/// Why a write inside the store's lock was refused: a store error (mapped to
+/// a Status for the resource at the end) or a Status decided by the API.
+pub(super) enum WriteError {
+    Store(super::store::StoreError),
+    Api(ApiError),
+}
+
+impl From<super::store::StoreError> for WriteError {
+    fn from(e: super::store::StoreError) -> Self {
+        WriteError::Store(e)
+    }
+}
+
+impl From<ApiError> for WriteError {
+    fn from(e: ApiError) -> Self {
+        WriteError::Api(e)
+    }
+}
+
+impl WriteError {
+    pub(super) fn into_api(self, r: &ResourceKind) -> ApiError {
+        match self {
+            WriteError::Store(e) => ApiError::from_store(r, e),
+            WriteError::Api(e) => e,
+        }
+    }
+}
+
+/// The conflict a stale `metadata.resourceVersion` precondition produces.
+fn check_version(
+    r: &ResourceKind,
+    name: &str,
+    current: &Value,
+    want: Option<&str>,
+) -> Result<(), WriteError> {
+    match want {
+        Some(want) if current["metadata"]["resourceVersion"].as_str() != Some(want) => {
+            Err(WriteError::Store(super::store::StoreError::Conflict {
+                resource: r.qualified(),
+                name: name.to_string(),
+            }))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The response for a write's result.
+fn finish_write(req: &Request, result: Result<Arc<Value>, WriteError>) -> ApiResult {
+    let obj = result.map_err(|e| e.into_api(req.r))?;
     Ok(respond_object(req, StatusCode::OK, &obj))
 }
 
 /// Runs the admission checks inside a store update: an error aborts the write.
-fn admit(
-    r: &ResourceKind,
-    obj: &mut Value,
-    status_only: bool,
-) -> Result<(), super::store::StoreError> {
+fn admit(r: &ResourceKind, obj: &mut Value, status_only: bool) -> Result<(), ApiError> {
     if status_only {
         return Ok(());
     }
-    let encode = |e: ApiError| super::store::StoreError::Invalid(e.to_status().to_string());
-    validate::check_types(r, obj).map_err(encode)?;
+    validate::check_types(r, obj)?;
     validate::apply_defaults(r, obj);
-    validate::validate(r, obj).map_err(encode)
+    validate::validate(r, obj)
 }
 
 fn patch(state: &ApiState, req: &Request, status_only: bool) -> ApiResult {
@@ -667,23 +681,18 @@ fn patch(state: &ApiState, req: &Request, status_only: bool) -> ApiResult {
             .map_err(|e| ApiError::from_store(r, e))?;
         return Ok(respond_object(req, StatusCode::CREATED, &created));
     }
-    let result = state.store.update(r, req.ns(), req.name(), |current| {
-        if let Some(want) = patch_body["metadata"]["resourceVersion"].as_str()
-            && current["metadata"]["resourceVersion"].as_str() != Some(want)
-        {
-            return Err(super::store::StoreError::Conflict {
-                resource: r.qualified(),
-                name: name.clone(),
-            });
-        }
+    let result = state.store.try_update(r, req.ns(), req.name(), |current| {
+        check_version(
+            r,
+            &name,
+            current,
+            patch_body["metadata"]["resourceVersion"].as_str(),
+        )?;
         let mut next = current.clone();
-        patch::apply(kind, &mut next, &patch_body).map_err(|m| {
-            super::store::StoreError::Invalid(ApiError::bad_request(m).to_status().to_string())
-        })?;
+        patch::apply(kind, &mut next, &patch_body).map_err(ApiError::bad_request)?;
         merge_write(r, current, &mut next, status_only);
         if strict && !status_only {
-            validate::check_unknown_fields(r, &next)
-                .map_err(|e| super::store::StoreError::Invalid(e.to_status().to_string()))?;
+            validate::check_unknown_fields(r, &next)?;
         }
         admit(r, &mut next, status_only)?;
         *current = next;
@@ -873,51 +882,37 @@ fn scale(state: &ApiState, req: &Request, method: Method) -> ApiResult {
                         .ok_or_else(|| ApiError::unsupported_media_type(ct))?,
                 )
             };
-            let name = req.name().to_string();
-            let result = state.store.update(r, req.ns(), req.name(), |current| {
+            let result = state.store.try_update(r, req.ns(), req.name(), |current| {
                 let mut s = scale_object(current);
                 match kind {
                     None => {
-                        if let Some(want) = body["metadata"]["resourceVersion"].as_str()
-                            && current["metadata"]["resourceVersion"].as_str() != Some(want)
-                        {
-                            return Err(super::store::StoreError::Conflict {
-                                resource: r.qualified(),
-                                name: name.clone(),
-                            });
-                        }
+                        check_version(
+                            r,
+                            req.name(),
+                            current,
+                            body["metadata"]["resourceVersion"].as_str(),
+                        )?;
                         s = body.clone();
                     }
-                    Some(k) => patch::apply(k, &mut s, &body).map_err(|m| {
-                        super::store::StoreError::Invalid(
-                            ApiError::bad_request(m).to_status().to_string(),
-                        )
-                    })?,
+                    Some(k) => patch::apply(k, &mut s, &body).map_err(ApiError::bad_request)?,
                 }
                 let replicas = s["spec"]["replicas"].as_i64().unwrap_or(0);
                 if replicas < 0 {
-                    return Err(super::store::StoreError::Invalid(
-                        ApiError::invalid(
-                            r,
-                            &name,
-                            vec![(
-                                "spec.replicas".into(),
-                                format!(
-                                    "Invalid value: {replicas}: must be greater than or equal to 0"
-                                ),
-                            )],
-                        )
-                        .to_status()
-                        .to_string(),
-                    ));
+                    return Err(WriteError::Api(ApiError::invalid(
+                        r,
+                        req.name(),
+                        vec![(
+                            "spec.replicas".into(),
+                            format!(
+                                "Invalid value: {replicas}: must be greater than or equal to 0"
+                            ),
+                        )],
+                    )));
                 }
                 current["spec"]["replicas"] = json!(replicas);
                 Ok(())
             });
-            let o = match result {
-                Ok(o) => o,
-                Err(e) => return finish_write(req, Err(e)),
-            };
+            let o = result.map_err(|e| e.into_api(r))?;
             Ok(json_ok(&scale_object(&o)))
         }
         _ => Err(ApiError::method_not_allowed(
