@@ -139,8 +139,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
                     .ok_or_else(|| ApiError::not_found_path(&format!("/openapi/v3/{path}")))
             }),
         )
-        .route("/api/{*rest}", any(core_api))
-        .route("/apis/{*rest}", any(group_api))
+        .route("/api/{*rest}", any(resource_api))
+        .route("/apis/{*rest}", any(resource_api))
         .fallback(|uri: axum::http::Uri| async move { ApiError::not_found_path(uri.path()) })
         .with_state(state)
 }
@@ -195,59 +195,60 @@ struct Request<'a> {
     body: Bytes,
 }
 
-async fn core_api(
+/// Every `/api/...` and `/apis/...` request: the group, version and the
+/// rest of the path decide what it addresses.
+async fn resource_api(
     State(state): State<Arc<ApiState>>,
     method: Method,
-    Path(rest): Path<String>,
-    RawQuery(raw): RawQuery,
+    uri: axum::http::Uri,
+    RawQuery(raw_query): RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
-    let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
-    match segs.split_first() {
-        Some((&"v1", tail)) => route(&state, "", "v1", tail, method, raw, &headers, body).await,
-        _ => Err(ApiError::not_found_path(&format!("/api/{rest}"))),
-    }
+    let path = uri.path();
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let (group, version, tail) = match segs.as_slice() {
+        ["api", "v1", tail @ ..] => ("", "v1", tail),
+        ["apis", group] => return api_group(group, path),
+        ["apis", group, version, tail @ ..] => (*group, *version, tail),
+        _ => return Err(ApiError::not_found_path(path)),
+    };
+    let incoming = Incoming {
+        method,
+        raw_query,
+        headers: &headers,
+        body,
+    };
+    route(&state, group, version, tail, incoming)
 }
 
-async fn group_api(
-    State(state): State<Arc<ApiState>>,
+/// `/apis/GROUP`.
+fn api_group(group: &str, path: &str) -> ApiResult {
+    let (_, version) = ResourceKind::groups()
+        .into_iter()
+        .find(|(g, _)| g == &group)
+        .ok_or_else(|| ApiError::not_found_path(path))?;
+    let gv = json!({"groupVersion": format!("{group}/{version}"), "version": version});
+    Ok(json_ok(&json!({
+        "kind": "APIGroup", "apiVersion": "v1", "name": group,
+        "versions": [gv.clone()], "preferredVersion": gv,
+    })))
+}
+
+/// The parts of a request besides its path.
+struct Incoming<'a> {
     method: Method,
-    Path(rest): Path<String>,
-    RawQuery(raw): RawQuery,
-    headers: HeaderMap,
+    raw_query: Option<String>,
+    headers: &'a HeaderMap,
     body: Bytes,
-) -> ApiResult {
-    let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
-    match segs.as_slice() {
-        [group] => {
-            let (_, version) = ResourceKind::groups()
-                .into_iter()
-                .find(|(g, _)| g == group)
-                .ok_or_else(|| ApiError::not_found_path(&format!("/apis/{rest}")))?;
-            let gv = json!({"groupVersion": format!("{group}/{version}"), "version": version});
-            Ok(json_ok(&json!({
-                "kind": "APIGroup", "apiVersion": "v1", "name": group,
-                "versions": [gv.clone()], "preferredVersion": gv,
-            })))
-        }
-        [group, version, tail @ ..] => {
-            route(&state, group, version, tail, method, raw, &headers, body).await
-        }
-        [] => Err(ApiError::not_found_path("/apis/")),
-    }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn route(
+fn route(
     state: &Arc<ApiState>,
     group: &str,
     version: &str,
     tail: &[&str],
-    method: Method,
-    raw_query: Option<String>,
-    headers: &HeaderMap,
-    body: Bytes,
+    incoming: Incoming,
 ) -> ApiResult {
     let path = || {
         let prefix = if group.is_empty() {
@@ -284,10 +285,10 @@ async fn route(
         namespace,
         name: rest.get(1).map(|s| s.to_string()),
         sub: rest.get(2).map(|s| s.to_string()),
-        method,
-        query: Query::parse(raw_query.as_deref()),
-        headers,
-        body,
+        method: incoming.method,
+        query: Query::parse(incoming.raw_query.as_deref()),
+        headers: incoming.headers,
+        body: incoming.body,
     };
     if let Some(sub) = &req.sub
         && r.subresource(sub).is_none()
