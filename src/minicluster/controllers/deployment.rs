@@ -538,25 +538,17 @@ fn write_status(ctx: &Ctx, d: &Value, new_rs: Option<&Value>, old: &[Value]) {
         "unavailableReplicas": (total_spec - available).max(0),
         "conditions": [available_cond, progressing],
     });
-    let _ = ctx.store.update(
-        ctx.kinds.deployments,
-        util::namespace(d),
-        util::name(d),
-        |o| {
-            let mut status = status;
-            // Keep zero counts out like the real API (omitempty) only for readability.
-            if let Some(m) = status.as_object_mut() {
-                m.retain(|k, v| {
-                    k == "observedGeneration"
-                        || k == "conditions"
-                        || k == "replicas"
-                        || v.as_i64() != Some(0)
-                });
-            }
-            o["status"] = status;
-            Ok(())
-        },
-    );
+    let mut status = status;
+    // Zero counts are left out, as the API's omitempty does.
+    if let Some(m) = status.as_object_mut() {
+        m.retain(|k, v| {
+            k == "observedGeneration"
+                || k == "conditions"
+                || k == "replicas"
+                || v.as_i64() != Some(0)
+        });
+    }
+    ctx.set_status(ctx.kinds.deployments, d, status);
 }
 
 #[cfg(test)]

@@ -121,9 +121,6 @@ pub fn sync(ctx: &Ctx) {
                 "lastTransitionTime": transition, "observedGeneration": pdb["metadata"]["generation"],
             }],
         });
-        let _ = ctx.store.update(ctx.kinds.pdbs, ns, util::name(pdb), |o| {
-            o["status"] = status;
-            Ok(())
-        });
+        ctx.set_status(ctx.kinds.pdbs, pdb, status);
     }
 }

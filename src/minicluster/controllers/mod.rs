@@ -71,6 +71,21 @@ impl Ctx {
         }
     }
 
+    /// Writes an object's `status` (a no-op write when it is unchanged).
+    pub fn set_status(
+        &self,
+        kind: &'static ResourceKind,
+        obj: &serde_json::Value,
+        status: serde_json::Value,
+    ) {
+        let _ = self
+            .store
+            .update(kind, util::namespace(obj), util::name(obj), |o| {
+                o["status"] = status;
+                Ok(())
+            });
+    }
+
     fn take_wake(&self) -> Option<SystemTime> {
         self.wake.lock().unwrap_or_else(|e| e.into_inner()).take()
     }

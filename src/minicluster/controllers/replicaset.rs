@@ -52,7 +52,6 @@ pub fn sync(ctx: &Ctx) {
     let (pods, _) = ctx.store.list(ctx.kinds.pods, None);
     for rs in rss {
         let ns = util::namespace(&rs).to_string();
-        let rs_name = util::name(&rs).to_string();
         let owned: Vec<&Value> = pods
             .iter()
             .map(|p| p.as_ref())
@@ -116,10 +115,7 @@ pub fn sync(ctx: &Ctx) {
             "availableReplicas": available,
             "observedGeneration": generation,
         });
-        let _ = ctx.store.update(ctx.kinds.replicasets, &ns, &rs_name, |o| {
-            o["status"] = status;
-            Ok(())
-        });
+        ctx.set_status(ctx.kinds.replicasets, &rs, status);
     }
 }
 
