@@ -3,6 +3,8 @@
 //! 1.33 here) over HTTPS with the cluster's CA and client certificate, and
 //! kube-rs through the same kubeconfig.
 
+mod common;
+
 use std::{path::PathBuf, process::Output, time::Duration};
 
 use k8s_openapi::api::{
@@ -82,17 +84,7 @@ impl Harness {
     }
 
     async fn client(&self, context: Option<&str>) -> Client {
-        let kubeconfig =
-            Kubeconfig::from_yaml(&self.cluster.kubeconfig()).expect("parse kubeconfig");
-        let opts = KubeConfigOptions {
-            context: context.map(str::to_string),
-            ..KubeConfigOptions::default()
-        };
-        let mut config = Config::from_custom_kubeconfig(kubeconfig, &opts)
-            .await
-            .expect("config");
-        config.default_retry = false;
-        Client::try_from(config).expect("client")
+        common::kube_client(&self.cluster.kubeconfig(), context).await
     }
 }
 

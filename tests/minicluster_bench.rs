@@ -8,6 +8,8 @@
 //! - pod start to Ready for `rolltest serve` (no configured delays);
 //! - a 6-replica rollout with no preStop, restart to the last old pod gone.
 
+mod common;
+
 use std::{sync::Arc, time::Duration};
 
 use futures_util::StreamExt;
@@ -37,12 +39,7 @@ async fn cluster() -> EmbeddedCluster {
 }
 
 async fn client(cluster: &EmbeddedCluster) -> kube::Client {
-    let kubeconfig =
-        kube::config::Kubeconfig::from_yaml(&cluster.kubeconfig()).expect("kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .expect("config");
-    kube::Client::try_from(config).expect("client")
+    common::kube_client(&cluster.kubeconfig(), None).await
 }
 
 fn ready(p: &Value) -> bool {

@@ -84,12 +84,7 @@ async fn apply(cluster: &EmbeddedCluster, deployment: Value, service: Value) {
 }
 
 async fn kube_client(cluster: &EmbeddedCluster) -> kube::Client {
-    let kubeconfig =
-        kube::config::Kubeconfig::from_yaml(&cluster.kubeconfig()).expect("kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .expect("config");
-    kube::Client::try_from(config).expect("client")
+    common::kube_client(&cluster.kubeconfig(), None).await
 }
 
 async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {

@@ -197,3 +197,18 @@ pub fn run_load(url: &str, spec: &LoadSpec) -> (Vec<RequestRecord>, Arc<LiveCoun
     records.sort_by_key(|r| r.seq);
     (records, live)
 }
+
+/// A kube-rs client for a kubeconfig's text (its current context, or
+/// `context`), with kube's automatic retries off so every Status is seen.
+pub async fn kube_client(kubeconfig: &str, context: Option<&str>) -> kube::Client {
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(kubeconfig).expect("parse kubeconfig");
+    let opts = kube::config::KubeConfigOptions {
+        context: context.map(str::to_string),
+        ..Default::default()
+    };
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &opts)
+        .await
+        .expect("config");
+    config.default_retry = false;
+    kube::Client::try_from(config).expect("client")
+}
