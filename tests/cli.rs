@@ -463,3 +463,61 @@ fn ctrl_c_stops_the_run_writes_everything_and_exits_4() {
     );
     assert!(out_dir.join("report.html").is_file());
 }
+
+#[test]
+fn load_sends_the_method_headers_and_body_it_is_given() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = listener.accept() {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 1024];
+            // Head, then the 5-byte body.
+            while !String::from_utf8_lossy(&buf).contains("hello") {
+                match s.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let _ =
+                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let _ = tx.send(String::from_utf8_lossy(&buf).into_owned());
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("http://{addr}/submit?x=1");
+    let out = rolltest(&[
+        "load",
+        &url,
+        "--rate",
+        "1",
+        "--duration",
+        "500ms",
+        "-X",
+        "post",
+        "-H",
+        "x-scenario: demo",
+        "--body",
+        "hello",
+        "--no-keepalive",
+        "-q",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let request = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the server saw a request");
+    let lower = request.to_ascii_lowercase();
+    assert!(
+        request.starts_with("POST /submit?x=1 HTTP/1.1\r\n"),
+        "{request}"
+    );
+    assert!(lower.contains("x-scenario: demo\r\n"), "{request}");
+    assert!(lower.contains(&format!("host: {addr}\r\n")), "{request}");
+    assert!(lower.contains("connection: close\r\n"), "{request}");
+    assert!(request.ends_with("\r\n\r\nhello"), "{request}");
+}
