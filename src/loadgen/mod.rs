@@ -35,8 +35,6 @@ use std::{
     time::Instant,
 };
 
-pub use classify::{Stage, classify};
-
 use crate::{
     model::{RequestRecord, RunClock},
     scenario::{LoadSpec, Target},

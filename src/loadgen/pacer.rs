@@ -17,11 +17,6 @@ impl Pacer {
         Pacer { rate }
     }
 
-    /// The rate.
-    pub fn rate(&self) -> f64 {
-        self.rate
-    }
-
     /// When request `seq` is due, as an offset from the origin (rounded to the nanosecond).
     pub fn due(&self, seq: u64) -> Duration {
         let nanos = (seq as f64 * 1e9 / self.rate).round();
@@ -52,11 +47,6 @@ impl Pacer {
         let per_quantum = (quantum.as_secs_f64() * self.rate).floor().max(1.0);
         let tick = Duration::from_secs_f64(per_quantum / self.rate);
         (tick <= longest).then_some(tick)
-    }
-
-    /// The first request due at or after `elapsed` (the next one to send).
-    pub fn next_at(&self, elapsed: Duration) -> u64 {
-        self.count_before(elapsed)
     }
 }
 
@@ -141,13 +131,5 @@ mod tests {
         for &(rate, tick) in table {
             assert_eq!(Pacer::new(rate).tick(q, longest), tick, "rate {rate}");
         }
-    }
-
-    #[test]
-    fn next_at_resumes_on_schedule() {
-        let p = Pacer::new(100.0);
-        assert_eq!(p.next_at(Duration::ZERO), 0);
-        assert_eq!(p.next_at(Duration::from_millis(10)), 1);
-        assert_eq!(p.next_at(Duration::from_millis(11)), 2);
     }
 }
