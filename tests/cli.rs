@@ -521,3 +521,46 @@ fn load_sends_the_method_headers_and_body_it_is_given() {
     assert!(lower.contains("connection: close\r\n"), "{request}");
     assert!(request.ends_with("\r\n\r\nhello"), "{request}");
 }
+
+/// Runs `rolltest ARGS` on a pseudo-terminal (util-linux `script`) and returns what it drew.
+fn on_a_terminal(args: &str) -> String {
+    let out = Command::new("script")
+        .args(["-qec", &format!("{} {args}", bin()), "/dev/null"])
+        .output()
+        .expect("`script` (util-linux) runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn progress_shows_on_a_terminal_unless_quiet() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("http://{}/", closed_port());
+    let args = format!(
+        "load {url} --rate 20 --duration 1s --out {}",
+        dir.path().display()
+    );
+    let drawn = on_a_terminal(&args);
+    assert!(
+        drawn.contains("req/s") && drawn.contains("failed"),
+        "no progress bar:\n{drawn}"
+    );
+    assert!(drawn.contains("FAIL"), "the summary still prints:\n{drawn}");
+    let quiet = on_a_terminal(&format!("{args} --quiet"));
+    assert!(
+        !quiet.contains("in flight"),
+        "progress despite --quiet:\n{quiet}"
+    );
+    assert!(quiet.contains("FAIL"));
+    // Not a terminal: no bar either.
+    let out = rolltest(&[
+        "load",
+        &url,
+        "--rate",
+        "20",
+        "--duration",
+        "1s",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(!stderr(&out).contains("in flight"));
+}
