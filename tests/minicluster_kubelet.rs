@@ -196,21 +196,23 @@ fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
     Ok(response)
 }
 
-/// The DELETED event of a pod (its final object), from a watch started earlier.
-async fn deleted(
+/// The DELETED events of pods (their final objects), from a watch started
+/// earlier, by name — whichever pod goes first.
+async fn deleted_all(
     live: &mut tokio::sync::broadcast::Receiver<Arc<rolltest::minicluster::store::WatchEvent>>,
-    name: &str,
+    names: &[&str],
     limit: Duration,
-) -> Arc<Value> {
+) -> std::collections::HashMap<String, Arc<Value>> {
+    let mut found = std::collections::HashMap::new();
     let wait = async {
-        loop {
+        while found.len() < names.len() {
             match live.recv().await {
-                Ok(ev)
-                    if ev.kind == EventType::Deleted
-                        && std::ptr::eq(ev.resource, pods())
-                        && ev.object["metadata"]["name"] == name =>
-                {
-                    return ev.object.clone();
+                Ok(ev) if ev.kind == EventType::Deleted && std::ptr::eq(ev.resource, pods()) => {
+                    if let Some(name) = ev.object["metadata"]["name"].as_str()
+                        && names.contains(&name)
+                    {
+                        found.insert(name.to_string(), ev.object.clone());
+                    }
                 }
                 Ok(_) => {}
                 Err(e) => panic!("watch failed: {e}"),
@@ -219,7 +221,20 @@ async fn deleted(
     };
     tokio::time::timeout(limit, wait)
         .await
-        .expect("pod deleted in time")
+        .expect("pods deleted in time");
+    found
+}
+
+/// The DELETED event of one pod (its final object), from a watch started earlier.
+async fn deleted(
+    live: &mut tokio::sync::broadcast::Receiver<Arc<rolltest::minicluster::store::WatchEvent>>,
+    name: &str,
+    limit: Duration,
+) -> Arc<Value> {
+    deleted_all(live, &[name], limit)
+        .await
+        .remove(name)
+        .expect("deleted")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -337,8 +352,11 @@ async fn graceful_delete_runs_pre_stop_before_sigterm_then_deletes() {
     for (name, _) in &prestops {
         h.delete(name, 10);
     }
+    // Both go at about the same time: collect both DELETED events, in either order.
+    let names: Vec<&str> = prestops.iter().map(|(n, _)| *n).collect();
+    let mut gone = deleted_all(&mut live, &names, Duration::from_secs(10)).await;
     for (name, _) in &prestops {
-        let last = deleted(&mut live, name, Duration::from_secs(10)).await;
+        let last = gone.remove(*name).expect("deleted");
         assert!(h.pod(name).is_none());
         assert_eq!(
             last["status"]["phase"], "Succeeded",
