@@ -1,7 +1,16 @@
-//! The shared vocabulary: request records and the run clock. No IO here.
+//! The shared vocabulary: request records, the run clock, the lifecycle
+//! timeline, the correlator's inputs and outputs and the manifests' static
+//! findings. No IO here.
 
 mod clock;
+mod evidence;
+mod lifecycle;
 mod record;
 
 pub use clock::{RunClock, format_timestamp_compact};
+pub use evidence::{
+    Attribution, CauseGroup, ConnRecord, Finding, PodPropagation, ProxyFailure, ProxyOutcome,
+    ProxyRecord, Severity,
+};
+pub use lifecycle::{EventSource, LifecycleEvent, LifecycleKind, Timeline};
 pub use record::{Cause, ErrorKind, Outcome, RequestRecord};
