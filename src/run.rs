@@ -182,10 +182,14 @@ fn raw_from_flags(opts: &LoadOptions) -> Result<RawScenario, RunError> {
         description: None,
         target: RawTarget {
             url: Some(url),
+            service: None,
+            path: None,
             method: Some(method),
             headers,
             body: opts.body.clone(),
         },
+        cluster: None,
+        actions: Vec::new(),
         load: RawLoad {
             rate,
             duration,

@@ -6,12 +6,14 @@
 //! args → high args" split, with nextest's habit of keeping the TOML path).
 //! Unknown keys are refused everywhere.
 
+pub mod cluster;
 mod error;
 mod raw;
 pub mod values;
 
 use std::path::{Path, PathBuf};
 
+pub use cluster::{Action, ActionKind, ClusterMode, ClusterSpec, EmbeddedSpec, ProxyKind};
 pub use error::ScenarioError;
 pub use raw::{RawLoad, RawScenario, RawTarget, RawVerdict};
 pub use values::{HttpMethod, HttpUrl, PositiveDuration, Rate};
@@ -36,6 +38,10 @@ pub struct Scenario {
     pub target: Target,
     /// The load.
     pub load: LoadSpec,
+    /// The cluster under test (`None`: plain load against `target.url`).
+    pub cluster: Option<ClusterSpec>,
+    /// Disruptions fired while the load runs, by offset.
+    pub actions: Vec<Action>,
     /// The verdict's limits.
     pub limits: Limits,
 }
@@ -43,8 +49,13 @@ pub struct Scenario {
 /// Where the load goes.
 #[derive(Debug, Clone)]
 pub struct Target {
-    /// `http://host:port/path`.
+    /// `http://host:port/path`. When `service` is set this is a placeholder
+    /// (`http://service.invalid/PATH`) until the cluster is up and
+    /// [`Target::resolve_service`] fills in the Service's address.
     pub url: http::Uri,
+    /// Embedded mode without `url`: the Service to send to (`Some(None)`:
+    /// the only Service in the manifests).
+    pub service: Option<Option<String>>,
     /// Method of every request.
     pub method: http::Method,
     /// Extra headers sent with every request.
@@ -103,6 +114,21 @@ impl LoadSpec {
     }
 }
 
+impl Target {
+    /// Points a `service` target at the Service's address.
+    pub fn resolve_service(&mut self, addr: std::net::SocketAddr) {
+        let path = self
+            .url
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        if let Ok(url) = format!("http://{addr}{path}").parse() {
+            self.url = url;
+            self.service = None;
+        }
+    }
+}
+
 impl Scenario {
     /// Reads and validates a scenario file.
     pub fn load(path: &Path) -> Result<Self, ScenarioError> {
@@ -136,9 +162,60 @@ impl Scenario {
         if raw.name.trim().is_empty() {
             return Err(invalid("name", "must not be empty".into()));
         }
-        let url = match &raw.target.url {
-            Some(url) => url.0.clone(),
-            None => return Err(invalid("target.url", "is required".into())),
+        let base = path
+            .and_then(Path::parent)
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let cluster = raw
+            .cluster
+            .as_ref()
+            .map(|c| cluster::validate_cluster(c, &base, &invalid))
+            .transpose()?;
+        if !raw.actions.is_empty() && cluster.is_none() {
+            return Err(invalid(
+                "actions",
+                "need a [cluster] to act on".into(),
+            ));
+        }
+        let actions = cluster::validate_actions(&raw.actions, raw.load.duration.0, &invalid)?;
+        let embedded = matches!(
+            cluster.as_ref().map(|c| &c.mode),
+            Some(ClusterMode::Embedded(_))
+        );
+        let (url, service) = match (&raw.target.url, embedded) {
+            (Some(url), _) => {
+                for key in ["service", "path"] {
+                    let set = if key == "service" {
+                        raw.target.service.is_some()
+                    } else {
+                        raw.target.path.is_some()
+                    };
+                    if set {
+                        return Err(invalid(
+                            &format!("target.{key}"),
+                            "conflicts with target.url (give one or the other)".into(),
+                        ));
+                    }
+                }
+                (url.0.clone(), None)
+            }
+            (None, true) => {
+                let path = raw.target.path.clone().unwrap_or_else(|| "/".into());
+                if !path.starts_with('/') {
+                    return Err(invalid("target.path", format!("must start with '/' (got {path:?})")));
+                }
+                let url: http::Uri = format!("http://service.invalid{path}")
+                    .parse()
+                    .map_err(|_| invalid("target.path", format!("{path:?} is not a valid path")))?;
+                (url, Some(raw.target.service.clone()))
+            }
+            (None, false) => {
+                let hint = if cluster.is_some() {
+                    " (mode = \"kubeconfig\" needs the address the Service is reachable at, e.g. a kind NodePort)"
+                } else {
+                    ""
+                };
+                return Err(invalid("target.url", format!("is required{hint}")));
+            }
         };
         let mut headers = Vec::with_capacity(raw.target.headers.len());
         for (name, value) in &raw.target.headers {
@@ -156,6 +233,7 @@ impl Scenario {
             text,
             target: Target {
                 url,
+                service,
                 method: raw.target.method.map(|m| m.0).unwrap_or(http::Method::GET),
                 headers,
                 body: raw.target.body.map(bytes::Bytes::from).unwrap_or_default(),
@@ -176,6 +254,8 @@ impl Scenario {
                 keepalive: raw.load.keepalive.unwrap_or(true),
                 send_quantum: raw.load.send_quantum.map(|q| q.0),
             },
+            cluster,
+            actions,
             limits,
         })
     }

@@ -1,6 +1,5 @@
 //! The scenario file's schema as serde structs. Every table refuses unknown
-//! keys. `[cluster]` and `[[actions]]` (DESIGN.md) arrive with the embedded
-//! cluster and rollout work and slot in here as further optional tables.
+//! keys. `[cluster]` and `[[actions]]` live in [`super::cluster`].
 
 use std::{collections::BTreeMap, num::NonZeroUsize, path::Path};
 
@@ -27,6 +26,12 @@ pub struct RawScenario {
     pub target: RawTarget,
     /// `[load]`.
     pub load: RawLoad,
+    /// `[cluster]`: absent for load against a plain URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<super::cluster::RawCluster>,
+    /// `[[actions]]`: disruptions fired while the load runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<super::cluster::RawAction>,
     /// `[verdict]`.
     #[serde(default)]
     pub verdict: RawVerdict,
@@ -36,9 +41,17 @@ pub struct RawScenario {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTarget {
-    /// `http://host:port/path`.
+    /// `http://host:port/path`. In embedded mode it defaults to the address
+    /// of the manifests' Service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<HttpUrl>,
+    /// Embedded mode without `url`: the Service whose address the load goes
+    /// to (default: the only Service in the manifests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// Embedded mode without `url`: the path and query (default `/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
     /// HTTP method (default GET).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<HttpMethod>,

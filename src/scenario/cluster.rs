@@ -1,0 +1,565 @@
+//! `[cluster]` and `[[actions]]`: which cluster the scenario runs against,
+//! what it applies there, and the disruptions it fires while the load runs.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
+
+use super::values::PositiveDuration;
+use crate::minicluster::proxy::Propagation;
+
+/// `[cluster]` as written.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    /// `embedded` or `kubeconfig`.
+    pub mode: ClusterModeName,
+    /// kubeconfig mode: the kubeconfig file (default: `$KUBECONFIG`, then
+    /// `~/.kube/config`, like kubectl). Relative to the scenario file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubeconfig: Option<String>,
+    /// kubeconfig mode: the context (default: the current context).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    /// Namespace for the manifests and the watches (default: the context's,
+    /// else `default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Manifest files applied (server-side apply, field manager `rolltest`)
+    /// before the load starts; relative to the scenario file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub manifests: Vec<String>,
+    /// The Deployment under test (default: the only one in the manifests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<String>,
+    /// Delete what was applied when the run ends (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teardown: Option<bool>,
+    /// Keep the load and the watches going this long after the rollout is
+    /// complete and every old pod has exited (default 2s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tail: Option<Offset>,
+    /// Longest wait for the Deployment to be Available with ready endpoints
+    /// before the load starts (default 120s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_timeout: Option<PositiveDuration>,
+    /// Longest wait, after the load's duration, for the rollout to complete
+    /// and old pods to exit (default 300s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settle_timeout: Option<PositiveDuration>,
+    /// `[cluster.embedded]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedded: Option<RawEmbedded>,
+}
+
+/// `[cluster.embedded]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEmbedded {
+    /// Delay before a proxy sees an endpoint change: `"1s..2s"` or `"1500ms"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_propagation: Option<PropagationValue>,
+    /// `l4` (kube-proxy, NodePort) or `l7` (ingress).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<ProxyKind>,
+    /// l7 only: retry idempotent requests once on connect errors, like
+    /// nginx-ingress' `proxy_next_upstream` (default false, so failures show).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l7_retry: Option<bool>,
+    /// Number of nodes (default 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<u32>,
+    /// Image → local command (the manifest's args are appended).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub images: BTreeMap<String, Vec<String>>,
+}
+
+/// `mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClusterModeName {
+    /// Start the embedded cluster in-process.
+    Embedded,
+    /// Use a real cluster through a kubeconfig.
+    Kubeconfig,
+}
+
+/// The embedded proxy's kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyKind {
+    /// TCP forwarding, connections pinned (kube-proxy, NodePort).
+    L4,
+    /// HTTP reverse proxy, a backend per request (ingress).
+    L7,
+}
+
+/// A propagation range as a self-validating value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PropagationValue(pub Propagation);
+
+impl<'de> Deserialize<'de> for PropagationValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse::<Propagation>()
+            .map(PropagationValue)
+            .map_err(de::Error::custom)
+    }
+}
+
+impl Serialize for PropagationValue {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0.to_string())
+    }
+}
+
+/// A duration that may be zero (`"0s"`, `"10s"`), e.g. an action's offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Offset(pub Duration);
+
+impl<'de> Deserialize<'de> for Offset {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = Offset;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration such as \"10s\" or \"1m 30s\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Offset, E> {
+                if v.trim() == "0" {
+                    return Ok(Offset(Duration::ZERO));
+                }
+                super::values::parse_duration(v)
+                    .map(Offset)
+                    .map_err(E::custom)
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl Serialize for Offset {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::values::format_duration(self.0))
+    }
+}
+
+/// One `[[actions]]` entry as written: `at`, `do` and the keys `do` takes.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAction {
+    /// Offset from the start of the load.
+    pub at: Offset,
+    /// `rollout-restart`, `drain-node`, `delete-pod`, `scale`, `set-image`.
+    #[serde(rename = "do")]
+    pub action: ActionName,
+    /// rollout-restart, scale, set-image: the Deployment (default: the scenario's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<String>,
+    /// drain-node: the node (default: the node running most of the Deployment's pods).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// delete-pod: the pod (default: the Deployment's oldest pod).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// delete-pod, drain-node: override the pods' grace period (seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_period: Option<i64>,
+    /// drain-node: give up evicting after this long (default 120s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<PositiveDuration>,
+    /// scale: the new replica count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    /// set-image: the new image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// set-image: the container (default: the first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+}
+
+/// `do`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActionName {
+    /// `kubectl rollout restart`.
+    RolloutRestart,
+    /// `kubectl drain`.
+    DrainNode,
+    /// `kubectl delete pod`.
+    DeletePod,
+    /// `kubectl scale`.
+    Scale,
+    /// `kubectl set image`.
+    SetImage,
+}
+
+impl ActionName {
+    /// The name as written.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionName::RolloutRestart => "rollout-restart",
+            ActionName::DrainNode => "drain-node",
+            ActionName::DeletePod => "delete-pod",
+            ActionName::Scale => "scale",
+            ActionName::SetImage => "set-image",
+        }
+    }
+}
+
+/// Which cluster, validated.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    /// Embedded or kubeconfig.
+    pub mode: ClusterMode,
+    /// Namespace (`None`: the kubeconfig context's, else `default`).
+    pub namespace: Option<String>,
+    /// Manifest files, resolved against the scenario's directory.
+    pub manifests: Vec<PathBuf>,
+    /// The Deployment under test (`None`: the only one in the manifests).
+    pub deployment: Option<String>,
+    /// Delete what was applied at the end.
+    pub teardown: bool,
+    /// Load and watches go on this long after everything settled.
+    pub tail: Duration,
+    /// Longest wait for Available before the load.
+    pub ready_timeout: Duration,
+    /// Longest wait after the load's duration for the rollout to settle.
+    pub settle_timeout: Duration,
+}
+
+/// The cluster's kind.
+#[derive(Debug, Clone)]
+pub enum ClusterMode {
+    /// The embedded cluster, started in-process.
+    Embedded(EmbeddedSpec),
+    /// A real cluster.
+    Kubeconfig {
+        /// The kubeconfig file (`None`: from the environment, like kubectl).
+        path: Option<PathBuf>,
+        /// The context (`None`: the current one).
+        context: Option<String>,
+    },
+}
+
+/// `[cluster.embedded]`, validated with defaults.
+#[derive(Debug, Clone)]
+pub struct EmbeddedSpec {
+    /// Proxy propagation delay range.
+    pub propagation: Propagation,
+    /// Proxy kind.
+    pub proxy: ProxyKind,
+    /// l7 retries on connect errors.
+    pub l7_retry: bool,
+    /// Node count.
+    pub nodes: u32,
+    /// Image → command, in file order (paths as written: relative commands
+    /// are resolved against the scenario's directory when they contain `/`).
+    pub images: Vec<(String, Vec<String>)>,
+}
+
+/// One action, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Action {
+    /// Index in `[[actions]]`.
+    pub index: usize,
+    /// Offset from the start of the load.
+    pub at: Duration,
+    /// What to do.
+    pub kind: ActionKind,
+}
+
+/// What an action does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ActionKind {
+    /// Patch the pod template's `kubectl.kubernetes.io/restartedAt` annotation.
+    RolloutRestart {
+        /// The Deployment (`None`: the scenario's).
+        deployment: Option<String>,
+    },
+    /// Cordon the node and evict each of its pods, retrying 429s.
+    DrainNode {
+        /// The node (`None`: the one running most of the Deployment's pods).
+        node: Option<String>,
+        /// Grace period override for the evictions.
+        grace_period: Option<i64>,
+        /// Give up after this long.
+        timeout: Duration,
+    },
+    /// Delete one pod.
+    DeletePod {
+        /// The pod (`None`: the Deployment's oldest).
+        pod: Option<String>,
+        /// Grace period override.
+        grace_period: Option<i64>,
+    },
+    /// Set the Deployment's replicas.
+    Scale {
+        /// The Deployment (`None`: the scenario's).
+        deployment: Option<String>,
+        /// The new count.
+        replicas: i32,
+    },
+    /// Change a container's image.
+    SetImage {
+        /// The Deployment (`None`: the scenario's).
+        deployment: Option<String>,
+        /// The container (`None`: the first).
+        container: Option<String>,
+        /// The new image.
+        image: String,
+    },
+}
+
+impl ActionKind {
+    /// The `do` name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ActionKind::RolloutRestart { .. } => "rollout-restart",
+            ActionKind::DrainNode { .. } => "drain-node",
+            ActionKind::DeletePod { .. } => "delete-pod",
+            ActionKind::Scale { .. } => "scale",
+            ActionKind::SetImage { .. } => "set-image",
+        }
+    }
+}
+
+/// Default `tail`.
+pub const DEFAULT_TAIL: Duration = Duration::from_secs(2);
+/// Default `ready_timeout`.
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(120);
+/// Default `settle_timeout`.
+pub const DEFAULT_SETTLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default drain timeout.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Checks `[cluster]`; `invalid(key, message)` builds the error.
+pub(super) fn validate_cluster<E>(
+    raw: &RawCluster,
+    base: &Path,
+    invalid: impl Fn(&str, String) -> E,
+) -> Result<ClusterSpec, E> {
+    let mode = match raw.mode {
+        ClusterModeName::Embedded => {
+            for (key, set) in [
+                ("cluster.kubeconfig", raw.kubeconfig.is_some()),
+                ("cluster.context", raw.context.is_some()),
+            ] {
+                if set {
+                    return Err(invalid(
+                        key,
+                        "applies to mode = \"kubeconfig\" only".into(),
+                    ));
+                }
+            }
+            let e = raw.embedded.clone().unwrap_or_default();
+            let nodes = e.nodes.unwrap_or(2);
+            if !(1..=64).contains(&nodes) {
+                return Err(invalid(
+                    "cluster.embedded.nodes",
+                    format!("must be between 1 and 64 (got {nodes})"),
+                ));
+            }
+            let proxy = e.proxy.unwrap_or(ProxyKind::L4);
+            if e.l7_retry == Some(true) && proxy != ProxyKind::L7 {
+                return Err(invalid(
+                    "cluster.embedded.l7_retry",
+                    "needs proxy = \"l7\"".into(),
+                ));
+            }
+            let mut images = Vec::new();
+            for (image, command) in &e.images {
+                if command.is_empty() || command[0].trim().is_empty() {
+                    return Err(invalid(
+                        &format!("cluster.embedded.images.{image}"),
+                        "must name a command, e.g. [\"./target/release/my-api\"]".into(),
+                    ));
+                }
+                let mut command = command.clone();
+                if command[0].contains('/') && Path::new(&command[0]).is_relative() {
+                    command[0] = base.join(&command[0]).to_string_lossy().into_owned();
+                }
+                images.push((image.clone(), command));
+            }
+            ClusterMode::Embedded(EmbeddedSpec {
+                propagation: e
+                    .endpoint_propagation
+                    .map_or(crate::minicluster::cluster::DEFAULT_PROPAGATION, |p| p.0),
+                proxy,
+                l7_retry: e.l7_retry.unwrap_or(false),
+                nodes,
+                images,
+            })
+        }
+        ClusterModeName::Kubeconfig => {
+            if raw.embedded.is_some() {
+                return Err(invalid(
+                    "cluster.embedded",
+                    "applies to mode = \"embedded\" only".into(),
+                ));
+            }
+            ClusterMode::Kubeconfig {
+                path: raw.kubeconfig.as_deref().map(|p| base.join(p)),
+                context: raw.context.clone(),
+            }
+        }
+    };
+    if let Some(ns) = &raw.namespace
+        && !is_dns_label(ns)
+    {
+        return Err(invalid(
+            "cluster.namespace",
+            format!("{ns:?} is not a valid namespace name (lowercase letters, digits and '-')"),
+        ));
+    }
+    if let Some(d) = &raw.deployment
+        && !is_dns_subdomain(d)
+    {
+        return Err(invalid(
+            "cluster.deployment",
+            format!("{d:?} is not a valid object name"),
+        ));
+    }
+    if raw.manifests.is_empty() && raw.deployment.is_none() {
+        return Err(invalid(
+            "cluster.manifests",
+            "is required (or name an existing `deployment` to test)".into(),
+        ));
+    }
+    let manifests = raw.manifests.iter().map(|m| base.join(m)).collect();
+    Ok(ClusterSpec {
+        mode,
+        namespace: raw.namespace.clone(),
+        manifests,
+        deployment: raw.deployment.clone(),
+        teardown: raw.teardown.unwrap_or(false),
+        tail: raw.tail.map_or(DEFAULT_TAIL, |t| t.0),
+        ready_timeout: raw.ready_timeout.map_or(DEFAULT_READY_TIMEOUT, |t| t.0),
+        settle_timeout: raw.settle_timeout.map_or(DEFAULT_SETTLE_TIMEOUT, |t| t.0),
+    })
+}
+
+/// Checks each `[[actions]]` entry against what its `do` takes.
+pub(super) fn validate_actions<E>(
+    raw: &[RawAction],
+    load_duration: Duration,
+    invalid: impl Fn(&str, String) -> E,
+) -> Result<Vec<Action>, E> {
+    let mut out = Vec::with_capacity(raw.len());
+    for (index, a) in raw.iter().enumerate() {
+        let key = |k: &str| format!("actions.{index}.{k}");
+        let allowed: &[&str] = match a.action {
+            ActionName::RolloutRestart => &["deployment"],
+            ActionName::DrainNode => &["node", "grace_period", "timeout"],
+            ActionName::DeletePod => &["pod", "grace_period"],
+            ActionName::Scale => &["deployment", "replicas"],
+            ActionName::SetImage => &["deployment", "image", "container"],
+        };
+        let given = [
+            ("deployment", a.deployment.is_some()),
+            ("node", a.node.is_some()),
+            ("pod", a.pod.is_some()),
+            ("grace_period", a.grace_period.is_some()),
+            ("timeout", a.timeout.is_some()),
+            ("replicas", a.replicas.is_some()),
+            ("image", a.image.is_some()),
+            ("container", a.container.is_some()),
+        ];
+        for (name, set) in given {
+            if set && !allowed.contains(&name) {
+                return Err(invalid(
+                    &key(name),
+                    format!(
+                        "`{name}` does not apply to do = \"{}\" (it takes: {})",
+                        a.action.as_str(),
+                        allowed.join(", ")
+                    ),
+                ));
+            }
+        }
+        if a.at.0 >= load_duration {
+            return Err(invalid(
+                &key("at"),
+                format!(
+                    "is at or after the end of the load ({}): the disruption would go unobserved",
+                    super::values::format_duration(load_duration)
+                ),
+            ));
+        }
+        if let Some(g) = a.grace_period
+            && g < 0
+        {
+            return Err(invalid(
+                &key("grace_period"),
+                format!("must be 0 or more seconds (got {g})"),
+            ));
+        }
+        let kind = match a.action {
+            ActionName::RolloutRestart => ActionKind::RolloutRestart {
+                deployment: a.deployment.clone(),
+            },
+            ActionName::DrainNode => ActionKind::DrainNode {
+                node: a.node.clone(),
+                grace_period: a.grace_period,
+                timeout: a.timeout.map_or(DEFAULT_DRAIN_TIMEOUT, |t| t.0),
+            },
+            ActionName::DeletePod => ActionKind::DeletePod {
+                pod: a.pod.clone(),
+                grace_period: a.grace_period,
+            },
+            ActionName::Scale => {
+                let replicas = a
+                    .replicas
+                    .ok_or_else(|| invalid(&key("replicas"), "is required for scale".into()))?;
+                if replicas < 0 {
+                    return Err(invalid(
+                        &key("replicas"),
+                        format!("must be 0 or more (got {replicas})"),
+                    ));
+                }
+                ActionKind::Scale {
+                    deployment: a.deployment.clone(),
+                    replicas,
+                }
+            }
+            ActionName::SetImage => {
+                let image = a
+                    .image
+                    .clone()
+                    .filter(|i| !i.trim().is_empty())
+                    .ok_or_else(|| invalid(&key("image"), "is required for set-image".into()))?;
+                ActionKind::SetImage {
+                    deployment: a.deployment.clone(),
+                    container: a.container.clone(),
+                    image,
+                }
+            }
+        };
+        out.push(Action {
+            index,
+            at: a.at.0,
+            kind,
+        });
+    }
+    out.sort_by_key(|a| a.at);
+    Ok(out)
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
+}
