@@ -6,7 +6,7 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::Ordering,
     },
     time::{Duration, Instant},
 };
@@ -233,7 +233,7 @@ fn execute(scenario: &Scenario, out: Option<PathBuf>, quiet: bool) -> Result<Exi
     let duration_us = u64::try_from(scenario.load.duration.as_micros()).unwrap_or(u64::MAX);
     let writer = dir.start_writer(Aggregate::new(clock.micros(origin), duration_us))?;
     let live = Arc::new(LiveCounters::default());
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(loadgen::Stop::default());
     let load = loadgen::start(
         &scenario.target,
         addr,
@@ -253,7 +253,7 @@ fn execute(scenario: &Scenario, out: Option<PathBuf>, quiet: bool) -> Result<Exi
                 result = &mut ctrl_c, if !interrupted => {
                     interrupted = true;
                     if result.is_ok() {
-                        stop.store(true, Ordering::Relaxed);
+                        stop.interrupt.store(true, Ordering::Relaxed);
                         progress.note(&format!(
                             "interrupted: no new requests; waiting up to {} for those in flight",
                             humantime::format_duration(scenario.load.timeout)

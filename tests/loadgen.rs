@@ -134,6 +134,51 @@ fn no_keepalive_opens_a_connection_per_request() {
     assert_eq!(conns.len(), 30);
 }
 
+/// The correlator joins the generator's connections with the embedded
+/// proxy's records by the client address: each recorded local address must
+/// be the peer address the server saw, one per connection.
+#[test]
+fn connections_are_recorded_with_the_address_the_server_sees() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let peers = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = peers.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            if let Ok(peer) = stream.peer_addr() {
+                seen.lock().expect("lock").push(peer);
+            }
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            );
+        }
+    });
+    let mut s = spec(50.0, Duration::from_millis(200), Duration::from_secs(2));
+    s.keepalive = false;
+    let (records, _, outcome) = common::run_load_outcome(&format!("http://{addr}/"), &s);
+    assert_eq!(records.len(), 10);
+    assert!(records.iter().all(|r| r.outcome == Outcome::Ok), "{records:?}");
+    let mut recorded: Vec<_> = outcome.conns.iter().map(|c| c.local).collect();
+    let mut served = peers.lock().expect("lock").clone();
+    recorded.sort();
+    served.sort();
+    assert_eq!(recorded, served);
+    // Every record's connection id is one of the recorded connections, opened
+    // no later than the request was sent.
+    for r in &records {
+        let c = outcome
+            .conns
+            .iter()
+            .find(|c| Some(c.conn) == r.conn)
+            .expect("connection recorded");
+        assert!(c.opened_us <= r.sent_us.expect("sent") + 1_000, "{c:?} {r:?}");
+    }
+}
+
 #[test]
 fn slow_target_gets_more_connections_not_less_load() {
     // 200 req/s at 100 ms each needs ~20 concurrent requests.

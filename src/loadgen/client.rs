@@ -9,7 +9,7 @@ use std::{
     rc::Rc,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::Ordering,
     },
     time::{Duration, Instant},
 };
@@ -20,14 +20,14 @@ use http_body_util::{BodyExt, Full};
 use tokio::task::LocalSet;
 
 use super::{
-    LiveCounters, RecordSender,
+    LiveCounters, RecordSender, Stop,
     classify::{Stage, classify},
     pacer::Pacer,
     pool::Pool,
     timer::PreciseTimer,
 };
 use crate::{
-    model::{ErrorKind, Outcome, RequestRecord, RunClock},
+    model::{ConnRecord, ErrorKind, Outcome, RequestRecord, RunClock},
     scenario::{LoadSpec, Target},
 };
 
@@ -119,6 +119,8 @@ pub struct Params {
 pub struct Finished {
     /// Requests the schedule reached (sent or dropped).
     pub scheduled: u64,
+    /// Every connection opened, with its local address.
+    pub conns: Vec<ConnRecord>,
     /// Scheduling was stopped early.
     pub interrupted: bool,
     /// The generator could not start (runtime or timer).
@@ -129,11 +131,12 @@ pub struct Finished {
 pub fn run(
     params: Params,
     records: RecordSender,
-    stop: &AtomicBool,
+    stop: &Stop,
     live: Arc<LiveCounters>,
 ) -> Finished {
     let failed_start = |error| Finished {
         scheduled: 0,
+        conns: Vec::new(),
         interrupted: false,
         error: Some(error),
     };
@@ -145,7 +148,7 @@ pub fn run(
         Err(e) => return failed_start(e),
     };
     let client = Rc::new(Client {
-        pool: Pool::new(params.addr, live.clone()),
+        pool: Pool::new(params.addr, live.clone(), params.clock),
         template: params.template,
         timeout: params.spec.timeout,
         clock: params.clock,
@@ -181,7 +184,10 @@ pub fn run(
         flusher.abort();
         client.flush(&records);
         client.pool.clear();
-        result
+        Finished {
+            conns: client.pool.take_opened(),
+            ..result
+        }
     })
 }
 
@@ -200,7 +206,7 @@ async fn dispatch(
     spec: &LoadSpec,
     origin: Instant,
     timer: &mut PreciseTimer,
-    stop: &AtomicBool,
+    stop: &Stop,
 ) -> Finished {
     let pacer = Pacer::new(spec.rate);
     let total = pacer.count_before(spec.duration);
@@ -215,8 +221,11 @@ async fn dispatch(
     let mut burst = 0;
     let mut interrupted = false;
     while seq < total {
-        if stop.load(Ordering::Relaxed) {
+        if stop.interrupt.load(Ordering::Relaxed) {
             interrupted = true;
+            break;
+        }
+        if stop.finish.load(Ordering::Relaxed) {
             break;
         }
         let due = origin + pacer.due(seq);
@@ -263,6 +272,7 @@ async fn dispatch(
     }
     Finished {
         scheduled: seq,
+        conns: Vec::new(),
         interrupted,
         error: None,
     }

@@ -36,7 +36,7 @@ use std::{
 };
 
 use crate::{
-    model::{RequestRecord, RunClock},
+    model::{ConnRecord, RequestRecord, RunClock},
     scenario::{LoadSpec, Target},
 };
 
@@ -86,8 +86,18 @@ pub struct LiveCounters {
 /// Batches of finished records go here.
 pub type RecordSender = mpsc::Sender<Vec<RequestRecord>>;
 
+/// How the caller ends a load before its schedule does.
+#[derive(Debug, Default)]
+pub struct Stop {
+    /// Stop scheduling now; the run is interrupted (Ctrl-C) and proves nothing.
+    pub interrupt: AtomicBool,
+    /// Stop scheduling now; the run is complete (a rollout scenario's load
+    /// runs until the disruption has settled, not for a fixed time).
+    pub finish: AtomicBool,
+}
+
 /// What the generator did, once it has finished.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadOutcome {
     /// Run-clock offset of the schedule's origin (request 0's due time), µs.
     pub started_us: u64,
@@ -97,6 +107,8 @@ pub struct LoadOutcome {
     pub interrupted: bool,
     /// Run-clock offset when the last request finished, µs.
     pub ended_us: u64,
+    /// Every connection the generator opened.
+    pub conns: Vec<ConnRecord>,
 }
 
 /// A load run in progress; [`LoadRun::wait`] blocks until it has finished.
@@ -125,8 +137,9 @@ pub async fn resolve(target: &Target) -> Result<SocketAddr, LoadError> {
 /// Starts the load: schedules `spec.rate` requests per second for
 /// `spec.duration` to `addr`, request 0 due at `origin` (pick it a few
 /// milliseconds ahead so the thread is up by then). Setting `stop` ends
-/// scheduling early (Ctrl-C); requests already in flight still finish (each
-/// within the timeout).
+/// scheduling early (`interrupt` for Ctrl-C, `finish` for a run that is
+/// complete); requests already in flight still finish (each within the
+/// timeout).
 #[allow(clippy::too_many_arguments)]
 pub fn start(
     target: &Target,
@@ -135,7 +148,7 @@ pub fn start(
     clock: RunClock,
     origin: Instant,
     records: RecordSender,
-    stop: Arc<AtomicBool>,
+    stop: Arc<Stop>,
     live: Arc<LiveCounters>,
 ) -> Result<LoadRun, LoadError> {
     let params = client::Params {
@@ -171,6 +184,7 @@ impl LoadRun {
             scheduled: finished.scheduled,
             interrupted: finished.interrupted,
             ended_us: self.clock.now_micros(),
+            conns: finished.conns,
         })
     }
 

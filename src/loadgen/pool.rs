@@ -29,7 +29,7 @@ use super::{
     LiveCounters,
     classify::{Stage, classify},
 };
-use crate::model::ErrorKind;
+use crate::model::{ConnRecord, ErrorKind, RunClock};
 
 /// A failed connect, classified.
 pub type ConnectError = (ErrorKind, String);
@@ -54,6 +54,10 @@ const MAX_CONNECTING: usize = 16;
 pub struct Pool {
     addr: SocketAddr,
     live: Arc<LiveCounters>,
+    clock: RunClock,
+    /// Every connection opened, with its local address (the correlator joins
+    /// them with the embedded proxy's records to learn which pod served them).
+    opened: RefCell<Vec<ConnRecord>>,
     idle: RefCell<Vec<Conn>>,
     waiters: RefCell<VecDeque<Waiter>>,
     connecting: Cell<usize>,
@@ -61,10 +65,12 @@ pub struct Pool {
 
 impl Pool {
     /// An empty pool for connections to `addr`.
-    pub fn new(addr: SocketAddr, live: Arc<LiveCounters>) -> Rc<Self> {
+    pub fn new(addr: SocketAddr, live: Arc<LiveCounters>, clock: RunClock) -> Rc<Self> {
         Rc::new(Pool {
             addr,
             live,
+            clock,
+            opened: RefCell::new(Vec::new()),
             idle: RefCell::new(Vec::new()),
             waiters: RefCell::new(VecDeque::new()),
             connecting: Cell::new(0),
@@ -157,6 +163,11 @@ impl Pool {
         }
     }
 
+    /// The connections opened so far (taken: the list starts empty again).
+    pub fn take_opened(&self) -> Vec<ConnRecord> {
+        std::mem::take(&mut *self.opened.borrow_mut())
+    }
+
     /// Drops every idle connection.
     pub fn clear(&self) {
         self.idle.borrow_mut().clear();
@@ -165,10 +176,12 @@ impl Pool {
 
     /// Opens a new connection (not pooled until checked in).
     pub async fn connect(&self) -> Result<Conn, ConnectError> {
+        let opened_us = self.clock.now_micros();
         let stream = TcpStream::connect(self.addr)
             .await
             .map_err(|e| classify(Stage::Connect, &e))?;
         let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().ok();
         let (sender, connection) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
@@ -178,6 +191,13 @@ impl Pool {
             let _ = connection.await;
         });
         let id = self.live.connections.fetch_add(1, Ordering::Relaxed);
+        if let Some(local) = local {
+            self.opened.borrow_mut().push(ConnRecord {
+                conn: id,
+                local,
+                opened_us,
+            });
+        }
         Ok(Conn { id, sender })
     }
 }

@@ -7,7 +7,7 @@ use std::{
     net::{SocketAddr, TcpListener, TcpStream},
     os::fd::AsRawFd,
     process::{Child, Command, Stdio},
-    sync::{Arc, atomic::AtomicBool, mpsc},
+    sync::{Arc, mpsc},
     thread,
     time::{Duration, Instant},
 };
@@ -151,6 +151,7 @@ pub fn closed_port() -> SocketAddr {
 pub fn target(url: &str) -> Target {
     Target {
         url: url.parse().expect("url"),
+        service: None,
         method: http::Method::GET,
         headers: Vec::new(),
         body: bytes::Bytes::new(),
@@ -170,6 +171,16 @@ pub fn spec(rate: f64, duration: Duration, timeout: Duration) -> LoadSpec {
 
 /// Runs the generator in-process and returns every record, sorted by seq.
 pub fn run_load(url: &str, spec: &LoadSpec) -> (Vec<RequestRecord>, Arc<LiveCounters>) {
+    let (records, live, _) = run_load_outcome(url, spec);
+    (records, live)
+}
+
+/// [`run_load`], with the generator's outcome (its connections among them).
+#[allow(dead_code)]
+pub fn run_load_outcome(
+    url: &str,
+    spec: &LoadSpec,
+) -> (Vec<RequestRecord>, Arc<LiveCounters>, loadgen::LoadOutcome) {
     let target = target(url);
     let addr: SocketAddr = format!(
         "{}:{}",
@@ -188,14 +199,14 @@ pub fn run_load(url: &str, spec: &LoadSpec) -> (Vec<RequestRecord>, Arc<LiveCoun
         clock,
         Instant::now() + Duration::from_millis(5),
         tx,
-        Arc::new(AtomicBool::new(false)),
+        Arc::new(loadgen::Stop::default()),
         live.clone(),
     )
     .expect("start");
-    run.wait().expect("wait");
+    let outcome = run.wait().expect("wait");
     let mut records: Vec<RequestRecord> = rx.try_iter().flatten().collect();
     records.sort_by_key(|r| r.seq);
-    (records, live)
+    (records, live, outcome)
 }
 
 /// A kube-rs client for a kubeconfig's text (its current context, or
