@@ -278,6 +278,7 @@ fn execute(scenario: &Scenario, out: Option<PathBuf>, quiet: bool) -> Result<Exi
         interrupted: outcome.interrupted,
         connections: live.connections.load(Ordering::Relaxed),
         rolltest_version: env!("CARGO_PKG_VERSION").to_string(),
+        cluster: None,
     };
     dir.write_facts(&facts)?;
     let summary = finish(&dir, &facts, &aggregate, scenario)?;

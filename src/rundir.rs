@@ -202,6 +202,33 @@ impl RunDir {
         Ok(RecordWriter { tx, handle })
     }
 
+    /// Replaces `records.csv` with `records` (after the correlator filled in
+    /// pods and causes); written beside it, then renamed, so a failure leaves
+    /// the old file whole.
+    pub fn rewrite_records(&self, records: &[RequestRecord]) -> Result<(), RunDirError> {
+        let path = self.file(RECORDS);
+        let tmp = self.file(&format!("{RECORDS}.tmp"));
+        let werr = |source: io::Error| RunDirError::Write {
+            path: path.clone(),
+            source,
+        };
+        let wrap = |e: csv::Error| match e.into_kind() {
+            csv::ErrorKind::Io(source) => werr(source),
+            other => werr(io::Error::other(format!("{other:?}"))),
+        };
+        let file = fs::File::create(&tmp).map_err(werr)?;
+        let mut out = csv::Writer::from_writer(BufWriter::with_capacity(256 * 1024, file));
+        out.write_record(RECORD_COLUMNS).map_err(wrap)?;
+        let mut fields = RowBuf::default();
+        for record in records {
+            fields.fill(record);
+            out.write_record(fields.iter()).map_err(wrap)?;
+        }
+        out.flush().map_err(werr)?;
+        drop(out);
+        fs::rename(&tmp, &path).map_err(werr)
+    }
+
     /// Reads every record of `records.csv`, in file order.
     pub fn read_records(&self, mut each: impl FnMut(RequestRecord)) -> Result<(), RunDirError> {
         let path = self.file(RECORDS);

@@ -11,7 +11,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    model::{Cause, ErrorKind, Outcome, RequestRecord},
+    model::{Cause, CauseGroup, ErrorKind, Finding, Outcome, PodPropagation, RequestRecord},
     verdict::{self, Check, Figures, Limits, Verdict},
 };
 
@@ -219,6 +219,30 @@ pub struct RunFacts {
     pub connections: u64,
     /// The rolltest version that ran it.
     pub rolltest_version: String,
+    /// Rollout runs: how the cluster was reached and what was tested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterFacts>,
+}
+
+/// `run.json` `cluster`: what a rollout run ran against.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterFacts {
+    /// `embedded` or `kubeconfig`.
+    pub mode: String,
+    /// The namespace.
+    pub namespace: String,
+    /// The Deployment under test.
+    pub deployment: String,
+    /// The Service whose endpoints were watched, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// Embedded: `l4` or `l7`; kubeconfig: `external`.
+    pub proxy: String,
+    /// Static findings of the manifests, as linted when the run started.
+    #[serde(default)]
+    pub findings: Vec<Finding>,
+    /// Asked load duration, s (the load goes on until the rollout settled).
+    pub asked_duration_s: f64,
 }
 
 /// Rounded milliseconds from microseconds (three decimals, so JSON stays stable).
@@ -309,14 +333,50 @@ pub struct Summary {
     pub pods: BTreeMap<String, PodCounts>,
     /// TCP connections the generator opened.
     pub connections: u64,
-    /// Static findings on the manifests (filled once manifests are part of a run).
-    pub lint: Vec<serde_json::Value>,
+    /// Static findings on the manifests (`rolltest lint`'s, for a run's
+    /// `[cluster].manifests`).
+    pub lint: Vec<Finding>,
+    /// The failures grouped by cause and pod, with their evidence and the fix
+    /// (rollout runs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub causes: Vec<CauseGroup>,
+    /// Measured endpoint propagation (rollout runs): deletion → EndpointSlice
+    /// → proxy, per pod that was deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub propagation: Option<PropagationStats>,
     /// Every check of the verdict.
     pub checks: Vec<Check>,
     /// Why the run proves nothing, when the verdict is inconclusive.
     pub inconclusive_reasons: Vec<String>,
     /// rolltest version.
     pub rolltest_version: String,
+}
+
+/// `summary.json` `propagation`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PropagationStats {
+    /// Pods measured.
+    pub pods: Vec<PodPropagation>,
+    /// Slowest deletion → proxy applied (or → slice, where no proxy is seen), ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ms: Option<f64>,
+    /// Median of the same, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub median_ms: Option<f64>,
+}
+
+impl PropagationStats {
+    /// Statistics over the pods measured.
+    pub fn new(pods: Vec<PodPropagation>) -> Self {
+        let mut totals: Vec<f64> = pods.iter().filter_map(PodPropagation::total_ms).collect();
+        totals.sort_by(f64::total_cmp);
+        let median_ms = (!totals.is_empty()).then(|| totals[totals.len() / 2]);
+        PropagationStats {
+            max_ms: totals.last().copied(),
+            median_ms,
+            pods,
+        }
+    }
 }
 
 fn quantile_ms(h: &Histogram<u64>, q: f64) -> Option<f64> {
@@ -443,6 +503,8 @@ impl Summary {
             pods: agg.pods.clone(),
             connections: facts.connections,
             lint: Vec::new(),
+            causes: Vec::new(),
+            propagation: None,
             checks,
             inconclusive_reasons,
             rolltest_version: facts.rolltest_version.clone(),
@@ -481,6 +543,7 @@ mod tests {
             interrupted: false,
             connections: 1,
             rolltest_version: "test".into(),
+            cluster: None,
         }
     }
 

@@ -121,6 +121,7 @@ fn facts(scenario: &str, target: &str) -> RunFacts {
         interrupted: false,
         connections: 4,
         rolltest_version: "0.1.0".into(),
+        cluster: None,
     }
 }
 
