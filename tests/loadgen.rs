@@ -152,16 +152,18 @@ fn connections_are_recorded_with_the_address_the_server_sees() {
             }
             let mut buf = [0u8; 4096];
             let _ = stream.read(&mut buf);
-            let _ = stream.write_all(
-                b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-            );
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
         }
     });
     let mut s = spec(50.0, Duration::from_millis(200), Duration::from_secs(2));
     s.keepalive = false;
     let (records, _, outcome) = common::run_load_outcome(&format!("http://{addr}/"), &s);
     assert_eq!(records.len(), 10);
-    assert!(records.iter().all(|r| r.outcome == Outcome::Ok), "{records:?}");
+    assert!(
+        records.iter().all(|r| r.outcome == Outcome::Ok),
+        "{records:?}"
+    );
     let mut recorded: Vec<_> = outcome.conns.iter().map(|c| c.local).collect();
     let mut served = peers.lock().expect("lock").clone();
     recorded.sort();
@@ -175,7 +177,10 @@ fn connections_are_recorded_with_the_address_the_server_sees() {
             .iter()
             .find(|c| Some(c.conn) == r.conn)
             .expect("connection recorded");
-        assert!(c.opened_us <= r.sent_us.expect("sent") + 1_000, "{c:?} {r:?}");
+        assert!(
+            c.opened_us <= r.sent_us.expect("sent") + 1_000,
+            "{c:?} {r:?}"
+        );
     }
 }
 

@@ -7,10 +7,7 @@ use std::{
     cell::RefCell,
     net::SocketAddr,
     rc::Rc,
-    sync::{
-        Arc,
-        atomic::Ordering,
-    },
+    sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
 };
 

@@ -352,10 +352,7 @@ pub(super) fn validate_cluster<E>(
                 ("cluster.context", raw.context.is_some()),
             ] {
                 if set {
-                    return Err(invalid(
-                        key,
-                        "applies to mode = \"kubeconfig\" only".into(),
-                    ));
+                    return Err(invalid(key, "applies to mode = \"kubeconfig\" only".into()));
                 }
             }
             let e = raw.embedded.clone().unwrap_or_default();
@@ -453,7 +450,7 @@ pub(super) fn validate_actions<E>(
 ) -> Result<Vec<Action>, E> {
     let mut out = Vec::with_capacity(raw.len());
     for (index, a) in raw.iter().enumerate() {
-        let key = |k: &str| format!("actions.{index}.{k}");
+        let key = |k: &str| format!("actions[{index}].{k}");
         let allowed: &[&str] = match a.action {
             ActionName::RolloutRestart => &["deployment"],
             ActionName::DrainNode => &["node", "grace_period", "timeout"],
@@ -562,4 +559,174 @@ fn is_dns_label(s: &str) -> bool {
 
 fn is_dns_subdomain(s: &str) -> bool {
     !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::{Scenario, ScenarioError};
+
+    const HEAD: &str = "name = \"t\"\n[load]\nrate = 10\nduration = \"20s\"\n";
+
+    fn parse(rest: &str) -> Result<Scenario, ScenarioError> {
+        Scenario::parse(&format!("{HEAD}{rest}"), Some(Path::new("dir/s.toml")))
+    }
+
+    fn err(rest: &str) -> String {
+        match parse(rest) {
+            Ok(_) => panic!("accepted:\n{rest}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn embedded_defaults_and_service_target() {
+        let s = parse(
+            "[cluster]\nmode = \"embedded\"\nmanifests = [\"m/d.yaml\"]\n[[actions]]\nat = \"3s\"\ndo = \"rollout-restart\"\n",
+        )
+        .expect("valid");
+        let c = s.cluster.expect("cluster");
+        assert_eq!(c.manifests, vec![PathBuf::from("dir/m/d.yaml")]);
+        assert_eq!(c.tail, DEFAULT_TAIL);
+        assert!(!c.teardown);
+        let ClusterMode::Embedded(e) = c.mode else {
+            panic!("embedded")
+        };
+        assert_eq!(e.nodes, 2);
+        assert_eq!(e.proxy, ProxyKind::L4);
+        assert_eq!(s.target.service, Some(None));
+        assert_eq!(s.target.url.path(), "/");
+        assert_eq!(
+            s.actions,
+            vec![Action {
+                index: 0,
+                at: Duration::from_secs(3),
+                kind: ActionKind::RolloutRestart { deployment: None }
+            }]
+        );
+    }
+
+    #[test]
+    fn resolve_service_keeps_the_path() {
+        let mut s = parse(
+            "[target]\npath = \"/work?x=1\"\nservice = \"api\"\n[cluster]\nmode = \"embedded\"\nmanifests = [\"d.yaml\"]\n",
+        )
+        .expect("valid");
+        assert_eq!(s.target.service, Some(Some("api".into())));
+        s.target
+            .resolve_service("127.3.0.1:80".parse().expect("addr"));
+        assert_eq!(s.target.url.to_string(), "http://127.3.0.1:80/work?x=1");
+        assert_eq!(s.target.service, None);
+    }
+
+    #[test]
+    fn kubeconfig_mode_needs_a_url_and_resolves_paths() {
+        assert!(
+            err("[cluster]\nmode = \"kubeconfig\"\nmanifests = [\"d.yaml\"]\n")
+                .contains("target.url: is required")
+        );
+        let s = parse(
+            "[target]\nurl = \"http://127.0.0.1:30080/\"\n[cluster]\nmode = \"kubeconfig\"\nkubeconfig = \"kc.yaml\"\ncontext = \"kind-x\"\nnamespace = \"demo\"\nmanifests = [\"d.yaml\"]\n",
+        )
+        .expect("valid");
+        let c = s.cluster.expect("cluster");
+        assert_eq!(c.namespace.as_deref(), Some("demo"));
+        match c.mode {
+            ClusterMode::Kubeconfig { path, context } => {
+                assert_eq!(path, Some(PathBuf::from("dir/kc.yaml")));
+                assert_eq!(context.as_deref(), Some("kind-x"));
+            }
+            ClusterMode::Embedded(_) => panic!("kubeconfig"),
+        }
+    }
+
+    #[test]
+    fn bad_cluster_and_actions_are_refused_with_their_key() {
+        let cases = [
+            (
+                "[cluster]\nmode = \"docker\"\nmanifests = [\"d\"]\n",
+                "cluster.mode",
+            ),
+            ("[cluster]\nmode = \"embedded\"\n", "cluster.manifests"),
+            (
+                "[cluster]\nmode = \"embedded\"\nmanifests = [\"d\"]\nkubeconfig = \"k\"\n",
+                "cluster.kubeconfig",
+            ),
+            (
+                "[cluster]\nmode = \"embedded\"\nmanifests = [\"d\"]\nnamespace = \"Bad_NS\"\n",
+                "cluster.namespace",
+            ),
+            (
+                "[cluster]\nmode = \"embedded\"\nmanifests = [\"d\"]\n[cluster.embedded]\nnodes = 0\n",
+                "cluster.embedded.nodes",
+            ),
+            (
+                "[cluster]\nmode = \"embedded\"\nmanifests = [\"d\"]\n[cluster.embedded]\nendpoint_propagation = \"3s..1s\"\n",
+                "cluster.embedded.endpoint_propagation",
+            ),
+            (
+                "[cluster]\nmode = \"embedded\"\nmanifests = [\"d\"]\n[cluster.embedded]\nl7_retry = true\n",
+                "cluster.embedded.l7_retry",
+            ),
+            (
+                "[cluster]\nmode = \"embedded\"\nmanifests = [\"d\"]\n[cluster.embedded]\nspeed = 1\n",
+                "cluster.embedded.speed",
+            ),
+            (
+                "[cluster]\nmode = \"embedded\"\nmanifests = [\"d\"]\n[[actions]]\nat = \"1s\"\ndo = \"reboot\"\n",
+                "actions[0].do",
+            ),
+            (
+                "[cluster]\nmode = \"embedded\"\nmanifests = [\"d\"]\n[[actions]]\nat = \"1s\"\ndo = \"scale\"\n",
+                "actions[0].replicas",
+            ),
+            (
+                "[cluster]\nmode = \"embedded\"\nmanifests = [\"d\"]\n[[actions]]\nat = \"1s\"\ndo = \"scale\"\nreplicas = -1\n",
+                "actions[0].replicas",
+            ),
+            (
+                "[cluster]\nmode = \"embedded\"\nmanifests = [\"d\"]\n[[actions]]\nat = \"1s\"\ndo = \"rollout-restart\"\nnode = \"n\"\n",
+                "actions[0].node",
+            ),
+            (
+                "[cluster]\nmode = \"embedded\"\nmanifests = [\"d\"]\n[[actions]]\nat = \"25s\"\ndo = \"rollout-restart\"\n",
+                "actions[0].at",
+            ),
+            (
+                "[cluster]\nmode = \"embedded\"\nmanifests = [\"d\"]\n[[actions]]\nat = \"1s\"\ndo = \"set-image\"\n",
+                "actions[0].image",
+            ),
+            (
+                "[target]\nurl = \"http://127.0.0.1:1/\"\n[[actions]]\nat = \"1s\"\ndo = \"rollout-restart\"\n",
+                "actions",
+            ),
+            (
+                "[target]\nurl = \"http://127.0.0.1:1/\"\npath = \"/x\"\n[cluster]\nmode = \"embedded\"\nmanifests = [\"d\"]\n",
+                "target.path",
+            ),
+        ];
+        for (rest, key) in cases {
+            let e = err(rest);
+            assert!(e.contains(&format!(": {key}")), "{key}: {e}");
+            assert!(e.starts_with("dir/s.toml:"), "{e}");
+        }
+    }
+
+    #[test]
+    fn actions_are_sorted_by_offset_and_keep_their_index() {
+        let s = parse(
+            "[cluster]\nmode = \"embedded\"\nmanifests = [\"d\"]\n[[actions]]\nat = \"9s\"\ndo = \"scale\"\nreplicas = 2\n[[actions]]\nat = \"0s\"\ndo = \"delete-pod\"\ngrace_period = 0\n",
+        )
+        .expect("valid");
+        assert_eq!(s.actions[0].index, 1);
+        assert_eq!(s.actions[0].at, Duration::ZERO);
+        assert_eq!(s.actions[1].index, 0);
+        assert_eq!(
+            s.actions[1].kind,
+            ActionKind::Scale {
+                deployment: None,
+                replicas: 2
+            }
+        );
+    }
 }

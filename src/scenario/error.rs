@@ -70,6 +70,8 @@ pub(crate) fn find_key(text: &str, key: &str) -> Option<(usize, usize)> {
     let root = toml::Spanned::new(root.span(), toml::de::DeValue::Table(root.into_inner()));
     let mut node = &root;
     let mut span = None;
+    // `actions[0].do` and `actions.0.do` name the same value.
+    let key = key.replace('[', ".").replace(']', "");
     for segment in key.split('.').filter(|s| !s.is_empty()) {
         let next = match segment.parse::<usize>() {
             Ok(i) if matches!(node.get_ref(), toml::de::DeValue::Array(_)) => node.get_ref().get(i),
@@ -124,5 +126,7 @@ mod tests {
         // A missing key points at its table.
         assert_eq!(find_key(text, "load.nope").map(|(l, _)| l), Some(2));
         assert_eq!(find_key(text, "nope"), None);
+        let text = "[[actions]]\nat = \"1s\"\n[[actions]]\nat = \"2s\"\ndo = \"x\"\n";
+        assert_eq!(find_key(text, "actions[1].do"), Some((5, 6)));
     }
 }
