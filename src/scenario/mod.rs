@@ -168,12 +168,12 @@ impl Scenario {
         let cluster = raw
             .cluster
             .as_ref()
-            .map(|c| cluster::validate_cluster(c, &base, &invalid))
+            .map(|c| cluster::validate_cluster(c, &base, invalid))
             .transpose()?;
         if !raw.actions.is_empty() && cluster.is_none() {
             return Err(invalid("actions", "need a [cluster] to act on".into()));
         }
-        let actions = cluster::validate_actions(&raw.actions, raw.load.duration.0, &invalid)?;
+        let actions = cluster::validate_actions(&raw.actions, raw.load.duration.0, invalid)?;
         let embedded = matches!(
             cluster.as_ref().map(|c| &c.mode),
             Some(ClusterMode::Embedded(_))
