@@ -46,15 +46,36 @@ pub enum RunError {
     /// The async runtime could not start (exit 3).
     #[error("cannot start the runtime: {0}")]
     Runtime(#[source] std::io::Error),
+    /// A manifest could not be read or is not a Kubernetes object (exit 2).
+    #[error(transparent)]
+    Manifest(#[from] crate::manifest::ManifestError),
+    /// The scenario and its manifests do not fit together (exit 2).
+    #[error("{0}")]
+    Setup(String),
+    /// The embedded cluster could not start (exit 3).
+    #[error("the embedded cluster could not start: {0}")]
+    Cluster(String),
+    /// The cluster refused or failed an operation (exit 3; 2 for a manifest it
+    /// refused as invalid).
+    #[error(transparent)]
+    K8s(#[from] crate::k8s::K8sError),
 }
 
 impl RunError {
     /// The exit status this error maps to.
     pub fn exit_status(&self) -> ExitStatus {
         match self {
-            RunError::Scenario(_) | RunError::BadFlag { .. } => ExitStatus::BadInput,
+            RunError::Scenario(_)
+            | RunError::BadFlag { .. }
+            | RunError::Manifest(_)
+            | RunError::Setup(_) => ExitStatus::BadInput,
             RunError::RunDir(e) if e.is_input_error() => ExitStatus::BadInput,
-            RunError::RunDir(_) | RunError::Load(_) | RunError::Runtime(_) => ExitStatus::RunError,
+            RunError::K8s(e) if e.is_input_error() => ExitStatus::BadInput,
+            RunError::RunDir(_)
+            | RunError::Load(_)
+            | RunError::Runtime(_)
+            | RunError::Cluster(_)
+            | RunError::K8s(_) => ExitStatus::RunError,
         }
     }
 }
@@ -108,6 +129,19 @@ pub struct LoadOptions {
 /// Runs (or, with `check_only`, validates) a scenario file.
 pub fn run_scenario(opts: RunOptions) -> Result<ExitStatus, RunError> {
     let scenario = Scenario::load(&opts.scenario)?;
+    if let Some(cluster) = &scenario.cluster {
+        if opts.check_only {
+            let line = crate::rollout::check(&scenario, cluster)?;
+            println!("{}: ok: scenario {:?}, {} req/s for {}; {line}",
+                opts.scenario.display(),
+                scenario.name,
+                scenario.load.rate,
+                humantime::format_duration(scenario.load.duration),
+            );
+            return Ok(ExitStatus::Pass);
+        }
+        return crate::rollout::execute(&scenario, cluster, opts.out, opts.quiet);
+    }
     if opts.check_only {
         println!(
             "{}: ok: scenario {:?}, {} req/s for {} ({} requests) to {}",
@@ -205,7 +239,7 @@ fn raw_from_flags(opts: &LoadOptions) -> Result<RawScenario, RunError> {
 
 /// How far ahead of "now" the schedule's origin is set, so both generator
 /// threads are running when request 0 is due.
-const START_MARGIN: Duration = Duration::from_millis(5);
+pub(crate) const START_MARGIN: Duration = Duration::from_millis(5);
 
 fn execute(scenario: &Scenario, out: Option<PathBuf>, quiet: bool) -> Result<ExitStatus, RunError> {
     let clock = RunClock::start();
@@ -302,6 +336,25 @@ pub fn rebuild_report(path: &Path) -> Result<ExitStatus, RunError> {
     let facts = dir.read_facts()?;
     let text = dir.read(rundir::SCENARIO)?;
     let scenario = Scenario::parse(&text, Some(&dir.file(rundir::SCENARIO)))?;
+    if let Some(cluster) = &facts.cluster {
+        let mut records = Vec::new();
+        dir.read_records(|r| records.push(r))?;
+        let timeline: crate::model::Timeline =
+            serde_json::from_str(&dir.read(rundir::TIMELINE)?).map_err(|e| {
+                RunError::Setup(format!(
+                    "{}: not a rolltest timeline: {e}",
+                    dir.file(rundir::TIMELINE).display()
+                ))
+            })?;
+        let mode = match cluster.proxy.as_str() {
+            "l4" => crate::correlate::ProxyMode::L4,
+            "l7" => crate::correlate::ProxyMode::L7,
+            _ => crate::correlate::ProxyMode::External,
+        };
+        let summary =
+            crate::rollout::finish(&dir, &facts, &records, &timeline, &scenario, mode)?;
+        return Ok(summary.verdict.exit_status());
+    }
     let duration_us = (facts.duration_s * 1e6).round() as u64;
     let mut aggregate = Aggregate::new(facts.load_started_us, duration_us);
     dir.read_records(|r| aggregate.add(&r))?;
@@ -313,7 +366,7 @@ fn fmt_ms(v: Option<f64>) -> String {
     v.map_or_else(|| "-".into(), |v| format!("{v:.2} ms"))
 }
 
-fn print_summary(s: &Summary, dir: &Path) {
+pub(crate) fn print_summary(s: &Summary, dir: &Path) {
     let verdict = match s.verdict {
         Verdict::Pass => "PASS",
         Verdict::Fail => "FAIL",
@@ -347,6 +400,43 @@ fn print_summary(s: &Summary, dir: &Path) {
         .collect();
     if !errors.is_empty() {
         println!("  errors: {}", errors.join(", "));
+    }
+    let causes: Vec<String> = s
+        .errors_by_cause
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(c, n)| format!("{c} {n}"))
+        .collect();
+    if !causes.is_empty() {
+        println!("  causes: {}", causes.join(", "));
+    }
+    const SHOWN: usize = 6;
+    for g in s.causes.iter().take(SHOWN) {
+        println!("  - {} x{}: {}", g.cause.as_str(), g.count, g.evidence);
+        println!("    fix: {}", g.fix);
+    }
+    if s.causes.len() > SHOWN {
+        println!("  ... {} more cause groups in the report", s.causes.len() - SHOWN);
+    }
+    if let Some(p) = &s.propagation
+        && let Some(max) = p.max_ms
+    {
+        println!(
+            "  endpoint propagation (deletion -> proxy): median {:.0} ms, max {max:.0} ms over {} pod(s)",
+            p.median_ms.unwrap_or(max),
+            p.pods.len()
+        );
+    }
+    let lint_errors = s
+        .lint
+        .iter()
+        .filter(|f| f.severity == crate::model::Severity::Error)
+        .count();
+    if !s.lint.is_empty() {
+        println!(
+            "  lint: {} finding(s) on the manifests, {lint_errors} error(s) (`rolltest lint` for details)",
+            s.lint.len()
+        );
     }
     for c in s.checks.iter().filter(|c| !c.pass) {
         println!(

@@ -243,6 +243,10 @@ pub struct ClusterFacts {
     pub findings: Vec<Finding>,
     /// Asked load duration, s (the load goes on until the rollout settled).
     pub asked_duration_s: f64,
+    /// What went wrong with the disruption itself (an action failed, the
+    /// rollout never settled, a watch broke): each makes the run inconclusive.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
 }
 
 /// Rounded milliseconds from microseconds (three decimals, so JSON stays stable).

@@ -56,6 +56,9 @@ pub struct Target {
     /// Embedded mode without `url`: the Service to send to (`Some(None)`:
     /// the only Service in the manifests).
     pub service: Option<Option<String>>,
+    /// `[target].service` as written: the Service under test (whose
+    /// endpoints are watched), also when `url` says where the load goes.
+    pub service_name: Option<String>,
     /// Method of every request.
     pub method: http::Method,
     /// Extra headers sent with every request.
@@ -180,18 +183,17 @@ impl Scenario {
         );
         let (url, service) = match (&raw.target.url, embedded) {
             (Some(url), _) => {
-                for key in ["service", "path"] {
-                    let set = if key == "service" {
-                        raw.target.service.is_some()
-                    } else {
-                        raw.target.path.is_some()
-                    };
-                    if set {
-                        return Err(invalid(
-                            &format!("target.{key}"),
-                            "conflicts with target.url (give one or the other)".into(),
-                        ));
-                    }
+                if raw.target.path.is_some() {
+                    return Err(invalid(
+                        "target.path",
+                        "conflicts with target.url (put the path in the url)".into(),
+                    ));
+                }
+                if raw.target.service.is_some() && cluster.is_none() {
+                    return Err(invalid(
+                        "target.service",
+                        "needs a [cluster] whose Service it names".into(),
+                    ));
                 }
                 (url.0.clone(), None)
             }
@@ -234,6 +236,7 @@ impl Scenario {
             target: Target {
                 url,
                 service,
+                service_name: raw.target.service.clone(),
                 method: raw.target.method.map(|m| m.0).unwrap_or(http::Method::GET),
                 headers,
                 body: raw.target.body.map(bytes::Bytes::from).unwrap_or_default(),

@@ -45,8 +45,9 @@ pub struct RawTarget {
     /// of the manifests' Service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<HttpUrl>,
-    /// Embedded mode without `url`: the Service whose address the load goes
-    /// to (default: the only Service in the manifests).
+    /// The Service under test (default: the only Service in the manifests):
+    /// its endpoints are watched, and in embedded mode without `url` the load
+    /// goes to its address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
     /// Embedded mode without `url`: the path and query (default `/`).

@@ -152,6 +152,7 @@ pub fn target(url: &str) -> Target {
     Target {
         url: url.parse().expect("url"),
         service: None,
+        service_name: None,
         method: http::Method::GET,
         headers: Vec::new(),
         body: bytes::Bytes::new(),
