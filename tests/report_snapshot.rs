@@ -685,9 +685,10 @@ fn rollout_report_shows_the_evidence() {
     );
     assert!(html.contains("% endpoint_lag on 2 pods, "));
     // One lane per pod, in creation order, and the unknown-pod lane last.
+    let svg = &html[html.find("<svg class=\"lanes\"").expect("swimlanes")..];
     let lanes: Vec<usize> = [OLD_A, OLD_B, NEW_C, NEW_D, "unknown pod (no x-rolltest-pod"]
         .iter()
-        .map(|p| html.find(&format!(">{p}")).expect("lane label"))
+        .map(|p| svg.find(&format!("</title>{p}")).expect("lane label"))
         .collect();
     assert!(lanes.windows(2).all(|w| w[0] < w[1]), "{lanes:?}");
     // The action, SIGKILL, preStop bars and cause columns are drawn.
@@ -848,4 +849,8 @@ fn two_hundred_thousand_failures_stay_under_a_megabyte() {
     println!("report with 200,000 failures: {} bytes", html.len());
     assert!(html.len() < 1_000_000, "report is {} bytes", html.len());
     assert!(html.contains("failed requests on api-5d8b7c6f4-p0003, cause capacity"));
+    // Without cause groups the causes still come from the failures.
+    assert!(html.contains("200000 failed requests, 20% endpoint_lag on 6 pods, "));
+    assert!(html.contains("3 more causes</p>"));
+    assert!(html.contains("the correlator recorded no evidence for these causes"));
 }

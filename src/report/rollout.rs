@@ -178,9 +178,10 @@ pub fn headline(summary: &Summary, r: &Rollout) -> String {
         })
         .collect();
     if shares.len() > 2 {
+        let n = shares.len() - 2;
         parts.push(format!(
-            "{} more",
-            plural(shares.len() - 2, "cause", "causes")
+            "{n} more {}",
+            if n == 1 { "cause" } else { "causes" }
         ));
     }
     format!("{v}: {failed} failed {word}, {}", parts.join(", "))
@@ -277,6 +278,64 @@ pub fn lanes(agg: &Aggregate, facts: &RunFacts, r: &Rollout) -> String {
     out
 }
 
+/// One cause's failures, summed up.
+#[derive(Debug, Default)]
+struct CauseRow {
+    n: u64,
+    first_us: u64,
+    last_us: u64,
+    pods: BTreeSet<String>,
+    unknown_pod: bool,
+    kinds: BTreeMap<ErrorKind, u64>,
+}
+
+impl CauseRow {
+    fn add(&mut self, n: u64, first_us: u64, last_us: u64) {
+        if self.n == 0 {
+            (self.first_us, self.last_us) = (first_us, last_us);
+        }
+        self.n += n;
+        self.first_us = self.first_us.min(first_us);
+        self.last_us = self.last_us.max(last_us);
+    }
+}
+
+/// Per cause slot: from every failure when given (exact), else from the
+/// cause groups.
+fn cause_rows(r: &Rollout) -> BTreeMap<usize, CauseRow> {
+    let mut rows: BTreeMap<usize, CauseRow> = BTreeMap::new();
+    if r.failures.is_empty() {
+        for g in r.causes {
+            let row = rows.entry(cause_slot(Some(g.cause))).or_default();
+            row.add(g.count, g.first_us, g.last_us);
+            match &g.pod {
+                Some(p) => {
+                    row.pods.insert(p.clone());
+                }
+                None => row.unknown_pod = true,
+            }
+            for (k, c) in &g.kinds {
+                *row.kinds.entry(*k).or_default() += c;
+            }
+        }
+    } else {
+        for f in r.failures {
+            let row = rows.entry(cause_slot(f.cause)).or_default();
+            row.add(1, f.sent_us, f.sent_us);
+            match &f.pod {
+                Some(p) => {
+                    if !row.pods.contains(p) {
+                        row.pods.insert(p.clone());
+                    }
+                }
+                None => row.unknown_pod = true,
+            }
+            *row.kinds.entry(f.kind).or_default() += 1;
+        }
+    }
+    rows
+}
+
 /// The causes: a summary per cause, then each group's evidence and fix.
 pub fn causes(summary: &Summary, r: &Rollout) -> String {
     let mut out = String::from("<h2>Why requests failed</h2>\n");
@@ -285,11 +344,62 @@ pub fn causes(summary: &Summary, r: &Rollout) -> String {
         out.push_str(&note("no failed requests"));
         return out;
     }
-    if r.causes.is_empty() {
+    let rows = cause_rows(r);
+    if rows.keys().all(|slot| slot_cause(*slot).is_none()) {
         out.push_str(&note(&format!(
             "{failed} failed requests, but no cause was attributed to them: no lifecycle \
              event explains them."
         )));
+        return out;
+    }
+    let mut t = Table::new(&[
+        "cause",
+        ">failed",
+        ">share of failed",
+        "sent between (s)",
+        "pods",
+        "by kind",
+    ]);
+    let mut counted = 0u64;
+    for (slot, row) in &rows {
+        counted += row.n;
+        let mut pods: Vec<String> = row.pods.iter().take(4).cloned().collect();
+        if row.pods.len() > 4 {
+            pods.push(format!("and {} more", row.pods.len() - 4));
+        }
+        if row.unknown_pod {
+            pods.push("unknown".into());
+        }
+        t.row(vec![
+            Cell::Html(chip(slot_cause(*slot))),
+            num(row.n.to_string()),
+            num(fmt_pct(row.n, failed)),
+            text(format!(
+                "{} – {}",
+                at_s(row.first_us, r.load_started_us),
+                at_s(row.last_us, r.load_started_us)
+            )),
+            text(pods.join(", ")),
+            text(
+                row.kinds
+                    .iter()
+                    .map(|(k, c)| format!("{k} {c}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
+        ]);
+    }
+    out.push_str(&t.render("causes"));
+    if counted < failed {
+        out.push_str(&note(&format!(
+            "{} failed requests are in no cause group.",
+            failed - counted
+        )));
+    }
+    if r.causes.is_empty() {
+        out.push_str(&note(
+            "the correlator recorded no evidence for these causes",
+        ));
         return out;
     }
     let mut groups: Vec<&CauseGroup> = r.causes.iter().collect();
@@ -299,63 +409,6 @@ pub fn causes(summary: &Summary, r: &Rollout) -> String {
             .then(b.count.cmp(&a.count))
             .then(a.pod.cmp(&b.pod))
     });
-    // By cause.
-    let mut t = Table::new(&[
-        "cause",
-        ">failed",
-        ">share of failed",
-        "sent between (s)",
-        "pods",
-        "by kind",
-    ]);
-    let mut grouped = 0u64;
-    for cause in Cause::ALL {
-        let gs: Vec<&&CauseGroup> = groups.iter().filter(|g| g.cause == cause).collect();
-        if gs.is_empty() {
-            continue;
-        }
-        let n: u64 = gs.iter().map(|g| g.count).sum();
-        grouped += n;
-        let first = gs.iter().map(|g| g.first_us).min().unwrap_or(0);
-        let last = gs.iter().map(|g| g.last_us).max().unwrap_or(0);
-        let pods: BTreeSet<&str> = gs.iter().filter_map(|g| g.pod.as_deref()).collect();
-        let mut kinds: BTreeMap<ErrorKind, u64> = BTreeMap::new();
-        for g in &gs {
-            for (k, c) in &g.kinds {
-                *kinds.entry(*k).or_default() += c;
-            }
-        }
-        let pods = if pods.is_empty() {
-            "spread or unknown".to_string()
-        } else {
-            pods.into_iter().collect::<Vec<_>>().join(", ")
-        };
-        t.row(vec![
-            Cell::Html(chip(Some(cause))),
-            num(n.to_string()),
-            num(fmt_pct(n, failed)),
-            text(format!(
-                "{} – {}",
-                at_s(first, r.load_started_us),
-                at_s(last, r.load_started_us)
-            )),
-            text(pods),
-            text(
-                kinds
-                    .iter()
-                    .map(|(k, c)| format!("{k} {c}"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            ),
-        ]);
-    }
-    out.push_str(&t.render("causes"));
-    if grouped < failed {
-        out.push_str(&note(&format!(
-            "{} failed requests are in no cause group.",
-            failed - grouped
-        )));
-    }
     // Evidence and fix per group.
     out.push_str("<h3>Evidence and fix</h3>\n");
     let mut t = Table::new(&[

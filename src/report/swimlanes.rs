@@ -557,16 +557,19 @@ pub fn short_name(pod: &str) -> String {
     format!("{head}…{tail}")
 }
 
-/// A "nice" tick step (seconds) that gives at most about 16 ticks.
+/// A "nice" tick step (seconds) that gives at most 16 ticks.
 fn tick_step(span_s: f64) -> f64 {
-    for step in [
-        0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
-    ] {
-        if span_s / step <= 16.0 {
-            return step;
+    // 1-2-5 steps, as plotters picks for the throughput chart below.
+    let mut p = 0.01;
+    loop {
+        for m in [1.0, 2.0, 5.0] {
+            let step = m * p;
+            if span_s / step <= 16.0 || step >= 1e9 {
+                return step;
+            }
         }
+        p *= 10.0;
     }
-    (span_s / 16.0).ceil()
 }
 
 /// The swimlane chart as SVG.
@@ -691,11 +694,17 @@ pub fn draw(s: &Swimlanes) -> String {
             x = px(x0),
         );
     }
+    for (i, lane) in s.lanes.iter().enumerate() {
+        draw_label(&mut o, lane, top + i as f64 * LANE_H);
+    }
     o.push_str("</svg>\n");
     o
 }
 
-fn draw_lane(o: &mut String, lane: &Lane, y: f64, max_col: u64, x_of: &impl Fn(i64) -> f64) {
+/// A lane's label, drawn after everything else on it with a white halo so
+/// that ticks near the axis' start never hide it; the full name and the
+/// phase times in its tooltip.
+fn draw_label(o: &mut String, lane: &Lane, y: f64) {
     let full = lane.pod.as_deref().unwrap_or("unknown pod");
     let label = match &lane.pod {
         Some(p) if lane.in_timeline => short_name(p),
@@ -718,11 +727,17 @@ fn draw_lane(o: &mut String, lane: &Lane, y: f64, max_col: u64, x_of: &impl Fn(i
     }
     let _ = writeln!(
         o,
-        "<g><title>{}</title><text x=\"6\" y=\"{}\" fill=\"#1f2328\">{}</text>",
-        escape(&title),
+        "<text x=\"6\" y=\"{}\" fill=\"#1f2328\" stroke=\"#fff\" stroke-width=\"3\" \
+         stroke-opacity=\"0.85\" paint-order=\"stroke\"><title>{}</title>{}</text>",
         px(y + 10.5),
+        escape(&title),
         escape(&label)
     );
+}
+
+fn draw_lane(o: &mut String, lane: &Lane, y: f64, max_col: u64, x_of: &impl Fn(i64) -> f64) {
+    let full = lane.pod.as_deref().unwrap_or("unknown pod");
+    o.push_str("<g>\n");
     for seg in &lane.segments {
         let (x0, x1) = (x_of(seg.start_us), x_of(seg.end_us));
         if x1 - x0 <= 0.0 {
