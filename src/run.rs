@@ -325,7 +325,10 @@ fn finish(
 ) -> Result<Summary, RunError> {
     let summary = Summary::build(facts, aggregate, &scenario.limits);
     dir.write_summary(&summary)?;
-    dir.write(rundir::REPORT, report::render(&summary, aggregate, facts))?;
+    dir.write(
+        rundir::REPORT,
+        report::render(&summary, aggregate, facts, None),
+    )?;
     print_summary(&summary, dir.path());
     Ok(summary)
 }

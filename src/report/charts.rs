@@ -23,6 +23,9 @@ pub const HEIGHT: u32 = 300;
 /// Height of the histogram, px.
 pub const HIST_HEIGHT: u32 = 260;
 
+/// The time axis' title, shared by every chart over time (the swimlanes too).
+pub const X_DESC: &str = "seconds since the load started";
+
 const FONT: (&str, u32) = ("sans-serif", 15);
 const AXIS: RGBColor = RGBColor(110, 118, 129);
 const GRID: RGBColor = RGBColor(225, 228, 232);
@@ -72,7 +75,7 @@ pub fn throughput(t: &Throughput) -> String {
             .map_err(err)?;
         chart
             .configure_mesh()
-            .x_desc("run clock (s)")
+            .x_desc(X_DESC)
             .y_desc("requests / s")
             .x_labels(16)
             .y_labels(8)
@@ -110,7 +113,7 @@ pub fn latency_over_time(l: &LatencyOverTime) -> String {
             .map_err(err)?;
         chart
             .configure_mesh()
-            .x_desc("run clock (s)")
+            .x_desc(X_DESC)
             .y_desc("latency (ms, log)")
             .x_labels(16)
             .x_label_formatter(&|v| tick(*v))
@@ -351,7 +354,7 @@ mod tests {
         let out = throughput(&t);
         assert!(out.starts_with("<svg"), "{out}");
         assert!(out.contains("<text"));
-        assert!(out.contains("run clock (s)"));
+        assert!(out.contains(X_DESC));
         assert!(out.contains("<polyline"));
     }
 

@@ -2,11 +2,16 @@
 //! no fetches) that shows a run's evidence, in this order:
 //!
 //! 1. the verdict banner, inconclusive reasons and every check;
-//! 2. throughput over time (ok, each error kind, dropped);
-//! 3. latency percentiles over time;
-//! 4. the latency histogram and percentile table;
-//! 5. errors by kind, cause and HTTP status, and requests per pod;
-//! 6. the run's facts (rates, counts, schedule lag, connections, version).
+//! 2. for a rollout run (a [`Rollout`] given): why requests failed (causes
+//!    with evidence and fix), the pods over time (swimlanes) right above
+//! 3. throughput over time (ok, each error kind, dropped), then (rollout
+//!    runs) endpoint propagation and the manifests' static findings;
+//! 4. latency percentiles over time;
+//! 5. the latency histogram and percentile table;
+//! 6. errors by kind, cause and HTTP status, and requests per pod;
+//! 7. the run's facts (rates, counts, schedule lag, connections, version).
+//!
+//! Every chart over time shares one x axis: seconds since the load started.
 //!
 //! The output depends only on its inputs (no render time, no random ids,
 //! ordered maps, fixed number formatting), so it can be snapshot-tested.
@@ -14,19 +19,31 @@
 //!
 //! Layout: this module orchestrates, `sections` builds each section, `html`
 //! has escaping, formatting and tables, `series` prepares chart data
-//! (downsampling included), `charts` draws with plotters.
+//! (downsampling included), `charts` draws with plotters, `rollout` builds
+//! the rollout sections and `swimlanes` the pods-over-time chart.
 
 mod charts;
 mod html;
+mod rollout;
 mod sections;
 mod series;
+mod swimlanes;
+
+pub use rollout::{FailurePoint, Rollout};
 
 use crate::summary::{Aggregate, RunFacts, Summary};
 
 use html::escape;
 
-/// Renders the self-contained HTML report of a run.
-pub fn render(summary: &Summary, agg: &Aggregate, facts: &RunFacts) -> String {
+/// Renders the self-contained HTML report of a run. `rollout`: the
+/// timeline and evidence of a `rolltest run` (`None` for a plain load run,
+/// which then renders without the rollout sections).
+pub fn render(
+    summary: &Summary,
+    agg: &Aggregate,
+    facts: &RunFacts,
+    rollout: Option<&Rollout>,
+) -> String {
     let mut out = String::with_capacity(128 * 1024);
     out.push_str("<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
     out.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n");
@@ -37,9 +54,21 @@ pub fn render(summary: &Summary, agg: &Aggregate, facts: &RunFacts) -> String {
     ));
     out.push_str("<style>");
     out.push_str(html::CSS);
+    if rollout.is_some() {
+        out.push_str(rollout::CSS);
+    }
     out.push_str("</style>\n</head>\n<body>\n<main>\n");
-    out.push_str(&sections::verdict(summary));
+    let headline = rollout.map(|r| rollout::headline(summary, r));
+    out.push_str(&sections::verdict(summary, headline.as_deref()));
+    if let Some(r) = rollout {
+        out.push_str(&rollout::causes(summary, r));
+        out.push_str(&rollout::lanes(agg, facts, r));
+    }
     out.push_str(&sections::throughput(agg, facts));
+    if let Some(r) = rollout {
+        out.push_str(&rollout::propagation(r));
+        out.push_str(&rollout::findings(r));
+    }
     out.push_str(&sections::latency_over_time(agg, facts));
     out.push_str(&sections::latency_histogram(summary, agg));
     out.push_str(&sections::errors(summary, agg));

@@ -17,7 +17,7 @@ use super::{
 };
 
 /// Duration asked, µs (for chart x ranges).
-fn duration_us(facts: &RunFacts) -> u64 {
+pub(super) fn duration_us(facts: &RunFacts) -> u64 {
     if facts.duration_s.is_finite() && facts.duration_s > 0.0 {
         (facts.duration_s * 1e6).round() as u64
     } else {
@@ -34,11 +34,15 @@ fn legend_of(series: &[Series]) -> String {
     legend(&items)
 }
 
-/// 1. Verdict banner, inconclusive reasons and the checks table.
-pub fn verdict(summary: &Summary) -> String {
+/// The verdict banner (with a one-line explanation when given), the
+/// inconclusive reasons and the checks table.
+pub fn verdict(summary: &Summary, headline: Option<&str>) -> String {
     let class = summary.verdict.as_str();
+    let headline = headline.map_or_else(String::new, |h| {
+        format!("<p class=\"headline\">{}</p>\n", escape(h))
+    });
     let mut out = format!(
-        "<section class=\"banner {class}\">\n<div class=\"v\">{}</div>\n<dl>\
+        "<section class=\"banner {class}\">\n<div class=\"v\">{}</div>\n{headline}<dl>\
          <dt>scenario</dt><dd>{}</dd><dt>target</dt><dd>{}</dd><dt>started</dt><dd>{}</dd></dl>\n</section>\n",
         class.to_uppercase(),
         escape(&summary.scenario),
@@ -117,7 +121,7 @@ pub fn throughput(agg: &Aggregate, facts: &RunFacts) -> String {
         "<figcaption>Requests per second by scheduled send time, in {width}. \
          Overlaid lines, not stacked: each series is measured from zero; error and \
          dropped lines are drawn only where they are above zero. \
-         x axis: seconds on the run clock.</figcaption>\n</figure>\n"
+         x axis: seconds since the load started.</figcaption>\n</figure>\n"
     ));
     if agg.failed == 0 {
         out.push_str(&note("no failed requests"));
@@ -148,7 +152,7 @@ pub fn latency_over_time(agg: &Aggregate, facts: &RunFacts) -> String {
         "<figcaption>max, p99 and p50 latency of successful requests per {} bucket of \
          scheduled send time, in ms on a logarithmic y axis. Latency counts from the \
          scheduled time, so generator lag is included. Gaps: buckets without a successful \
-         request. x axis: seconds on the run clock.{sparse}</figcaption>\n</figure>\n",
+         request. x axis: seconds since the load started.{sparse}</figcaption>\n</figure>\n",
         ms_width(l.bucket_us)
     ));
     out

@@ -116,14 +116,14 @@ pub struct Throughput {
     pub bucket_us: u64,
     /// Source buckets per drawn bucket.
     pub factor: usize,
-    /// x range, run-clock seconds.
+    /// x range, seconds from the load's start.
     pub x_range: (f64, f64),
     /// Highest rate of any series, req/s.
     pub max_rate: f64,
 }
 
 /// Requests per second per (possibly merged) bucket as step lines, x in
-/// run-clock seconds. `None` when nothing was scheduled.
+/// seconds from the load's start (the aggregate's origin). `None` when nothing was scheduled.
 pub fn throughput(agg: &Aggregate, duration_us: u64) -> Option<Throughput> {
     if agg.throughput.is_empty() {
         return None;
@@ -145,7 +145,7 @@ pub fn throughput(agg: &Aggregate, duration_us: u64) -> Option<Throughput> {
         .into_iter()
         .map(|(label, color, which)| {
             let rates = ds.buckets.iter().enumerate().map(|(i, m)| {
-                let x0 = agg.origin_us + i as u64 * width_us;
+                let x0 = i as u64 * width_us;
                 let x1 = x0 + m.n * THROUGHPUT_BUCKET_US;
                 let rate = which.of(m) as f64 * 1e6 / (m.n * THROUGHPUT_BUCKET_US) as f64;
                 max_rate = max_rate.max(rate);
@@ -162,13 +162,13 @@ pub fn throughput(agg: &Aggregate, duration_us: u64) -> Option<Throughput> {
             }
         })
         .collect();
-    let drawn_end = agg.origin_us + agg.throughput.len() as u64 * THROUGHPUT_BUCKET_US;
-    let end = drawn_end.max(agg.origin_us + duration_us);
+    let drawn_end = agg.throughput.len() as u64 * THROUGHPUT_BUCKET_US;
+    let end = drawn_end.max(duration_us);
     Some(Throughput {
         series,
         bucket_us: width_us,
         factor: ds.factor,
-        x_range: (secs(agg.origin_us), secs(end)),
+        x_range: (0.0, secs(end)),
         max_rate,
     })
 }
@@ -201,12 +201,12 @@ fn nonzero_steps(buckets: impl Iterator<Item = (f64, f64, f64)>) -> Vec<Vec<(f64
 #[derive(Debug, Clone, PartialEq)]
 pub struct LatencyOverTime {
     /// max, p99 and p50 (top to bottom, drawn in that order so p99 stays
-    /// visible where it equals max), ms, at bucket midpoints (run-clock seconds); gaps
+    /// visible where it equals max), ms, at bucket midpoints (seconds from the load's start); gaps
     /// where a bucket had no successful request.
     pub series: Vec<Series>,
     /// Bucket width, µs.
     pub bucket_us: u64,
-    /// x range, run-clock seconds.
+    /// x range, seconds from the load's start.
     pub x_range: (f64, f64),
     /// Smallest and largest plotted value, ms.
     pub y_range: (f64, f64),
@@ -231,7 +231,7 @@ pub fn latency_over_time(agg: &Aggregate, duration_us: u64) -> Option<LatencyOve
             if h.is_empty() {
                 continue;
             }
-            let x = secs(agg.origin_us + i as u64 * w + w / 2);
+            let x = secs(i as u64 * w + w / 2);
             let v = quantile.map_or_else(|| h.max(), |q| h.value_at_quantile(q));
             let y = v.max(1) as f64 / 1000.0;
             y_range = Some(y_range.map_or((y, y), |(lo, hi)| (lo.min(y), hi.max(y))));
@@ -250,12 +250,12 @@ pub fn latency_over_time(agg: &Aggregate, duration_us: u64) -> Option<LatencyOve
     let y_range = y_range?;
     let filled = agg.latency_over_time.iter().filter(|h| !h.is_empty());
     let (n, total) = filled.fold((0u64, 0u64), |(n, t), h| (n + 1, t + h.len()));
-    let drawn_end = agg.origin_us + agg.latency_over_time.len() as u64 * w;
-    let end = drawn_end.max(agg.origin_us + duration_us);
+    let drawn_end = agg.latency_over_time.len() as u64 * w;
+    let end = drawn_end.max(duration_us);
     Some(LatencyOverTime {
         series,
         bucket_us: w,
-        x_range: (secs(agg.origin_us), secs(end)),
+        x_range: (0.0, secs(end)),
         y_range,
         per_bucket: total / n.max(1),
     })
@@ -382,7 +382,8 @@ mod tests {
         assert_eq!(t.bucket_us, 400_000);
         assert_eq!(t.series.len(), 1);
         assert!((t.max_rate - 200.0).abs() < 1e-9);
-        assert_eq!(t.x_range, (2.0, 602.0));
+        // x counts from the load's start, not from the run clock's origin.
+        assert_eq!(t.x_range, (0.0, 600.0));
         assert_eq!(t.series[0].segments[0].len(), 3000);
     }
 
