@@ -813,16 +813,16 @@ fn check_pdb(pdb: &Manifest, workloads: &[Workload], out: &mut Out) {
                 ),
             );
         }
-    } else if let Some(max) = IntOrPercent::from_value(pdb.get("spec.maxUnavailable")) {
-        if max.resolve(expected, true) <= 0 {
-            out.push(
-                pdb,
-                "RT008",
-                None,
-                "spec.maxUnavailable",
-                format!("maxUnavailable {max} allows no eviction of {names}'s {expected} pods"),
-                "use maxUnavailable: 1".into(),
-            );
-        }
+    } else if let Some(max) = IntOrPercent::from_value(pdb.get("spec.maxUnavailable"))
+        && max.resolve(expected, true) <= 0
+    {
+        out.push(
+            pdb,
+            "RT008",
+            None,
+            "spec.maxUnavailable",
+            format!("maxUnavailable {max} allows no eviction of {names}'s {expected} pods"),
+            "use maxUnavailable: 1".into(),
+        );
     }
 }
