@@ -684,3 +684,15 @@ fn sarif_output_has_rules_results_and_regions() {
         17
     );
 }
+
+#[test]
+fn replicas_come_from_an_hpa_when_unset() {
+    let d = read(DEPLOY).replace("  replicas: 6\n", "");
+    let hpa = "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {name: api}\nspec:\n  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: api}\n  minReplicas: 3\n  maxReplicas: 10\n";
+    // minAvailable 2 of the HPA's 3: drains can proceed.
+    let f = lint_texts(&[(DEPLOY, &d), (PDB, &read(PDB)), ("hpa.yaml", hpa)]);
+    assert_eq!(problems(&f), set(&[]), "{f:#?}");
+    // Without the HPA the Deployment runs 1 replica and minAvailable 2 blocks every drain.
+    let f = lint_texts(&[(DEPLOY, &d), (PDB, &read(PDB))]);
+    assert_eq!(problems(&f), set(&["RT008"]));
+}

@@ -82,7 +82,6 @@ fn scalar_string(v: &Value) -> String {
 }
 
 /// A Service selector (a plain map) matches when every pair is in the labels.
-/// `None` for an empty or missing selector (a Service without selector).
 pub(crate) fn map_selector_matches(
     selector: &BTreeMap<String, String>,
     labels: &BTreeMap<String, String>,

@@ -8,6 +8,9 @@
 //! skipped). The checks use the expected endpoint propagation (`--propagation`,
 //! default 5 s, or the `propagation.max_ms` a run measured, `--from-run`) and
 //! the time the app needs to drain after SIGTERM (`--drain`, default 5 s).
+//! Replica counts come from `spec.replicas`, else from the `minReplicas` of a
+//! HorizontalPodAutoscaler in the given files, else 1. Objects match across
+//! files when their namespaces are equal or either is unset.
 //!
 //! | ID | knob | severity | finding |
 //! | --- | --- | --- | --- |

@@ -147,7 +147,7 @@ pub fn sarif(findings: &[Finding]) -> Value {
             let mut result = json!({
                 "ruleId": f.id,
                 "level": level(f.severity),
-                "message": { "text": format!("{}: {} Fix: {}", f.object, f.message, f.fix) },
+                "message": { "text": format!("{}: {}. Fix: {}", f.object, f.message, f.fix) },
                 "locations": [{
                     "physicalLocation": {
                         "artifactLocation": { "uri": uri(&f.file) },

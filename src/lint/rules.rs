@@ -298,7 +298,7 @@ pub(crate) fn check(manifests: &[Manifest], opts: &LintOptions) -> Vec<Finding> 
         .map(|m| Workload {
             m,
             labels: k8s::labels(m.get("spec.template.metadata.labels")),
-            replicas: m.get("spec.replicas").and_then(Value::as_i64).unwrap_or(1),
+            replicas: replicas(m, manifests),
         })
         .collect();
     let pdbs: Vec<&Manifest> = manifests
@@ -354,6 +354,27 @@ pub(crate) fn check(manifests: &[Manifest], opts: &LintOptions) -> Vec<Finding> 
         }
     }
     findings
+}
+
+/// `spec.replicas`; when unset, the minReplicas of a HorizontalPodAutoscaler
+/// scaling it (the lowest count it runs at), else the default 1.
+fn replicas(m: &Manifest, manifests: &[Manifest]) -> i64 {
+    if let Some(n) = m.get("spec.replicas").and_then(Value::as_i64) {
+        return n;
+    }
+    manifests
+        .iter()
+        .filter(|h| h.kind == "HorizontalPodAutoscaler" && same_ns(h, m))
+        .find(|h| {
+            h.get("spec.scaleTargetRef.kind").and_then(Value::as_str) == Some(m.kind.as_str())
+                && h.get("spec.scaleTargetRef.name").and_then(Value::as_str)
+                    == Some(m.name.as_str())
+        })
+        .map_or(1, |h| {
+            h.get("spec.minReplicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(1)
+        })
 }
 
 /// policy/v1: a missing selector selects nothing, an empty one every pod.
