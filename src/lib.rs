@@ -20,7 +20,9 @@
 pub mod cli;
 pub mod cluster_up;
 pub mod error;
+pub mod lint;
 pub mod loadgen;
+pub mod manifest;
 pub mod minicluster;
 pub mod model;
 pub mod progress;

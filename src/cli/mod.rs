@@ -2,6 +2,7 @@
 //! exit codes. This is the only place (with `main.rs`) that uses `anyhow` and
 //! clap; everything below it returns typed errors.
 
+mod lint;
 mod serve;
 
 use std::path::PathBuf;
@@ -37,6 +38,10 @@ pub enum Command {
     Report(ReportArgs),
     /// The bundled demo app, with selectable startup, readiness and shutdown behaviour.
     Serve(serve::ServeArgs),
+    /// Check Deployment/StatefulSet/PDB/Service manifests for the five rollout knobs.
+    ///
+    /// Exit codes: 0 no error finding, 1 an error finding, 2 bad input.
+    Lint(lint::LintArgs),
     /// The embedded cluster.
     #[command(subcommand)]
     Cluster(ClusterCommand),
@@ -200,6 +205,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         }),
         Command::Report(args) => run::rebuild_report(&args.run_dir),
         Command::Serve(args) => return serve::run(args),
+        Command::Lint(args) => return Ok(lint::run(args)),
         Command::Cluster(ClusterCommand::Up(args)) => {
             let opts = crate::cluster_up::ClusterUpOptions {
                 kubeconfig: args.kubeconfig,
