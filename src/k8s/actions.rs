@@ -220,9 +220,9 @@ async fn resolve_target(
         .unwrap_or(default_deployment)
         .to_string();
     match kind {
-        ActionKind::RolloutRestart { .. } | ActionKind::Scale { .. } | ActionKind::SetImage { .. } => {
-            Ok(Target::Deployment(deployment))
-        }
+        ActionKind::RolloutRestart { .. }
+        | ActionKind::Scale { .. }
+        | ActionKind::SetImage { .. } => Ok(Target::Deployment(deployment)),
         ActionKind::DrainNode { node: Some(n), .. } => Ok(Target::Node(n.clone())),
         ActionKind::DrainNode { node: None, .. } => {
             let pods = deployment_pods(cluster, &deployment).await?;
@@ -249,7 +249,8 @@ async fn resolve_target(
             let mut pods = deployment_pods(cluster, &deployment).await?;
             pods.sort_by(|a, b| {
                 let t = |p: &Pod| p.metadata.creation_timestamp.as_ref().map(|t| t.0);
-                t(a).cmp(&t(b)).then_with(|| a.name_any().cmp(&b.name_any()))
+                t(a).cmp(&t(b))
+                    .then_with(|| a.name_any().cmp(&b.name_any()))
             });
             pods.first()
                 .map(|p| Target::Pod(p.name_any()))
@@ -261,7 +262,11 @@ async fn resolve_target(
     }
 }
 
-async fn perform(cluster: &Cluster, kind: &ActionKind, target: Target) -> Result<Outcome, K8sError> {
+async fn perform(
+    cluster: &Cluster,
+    kind: &ActionKind,
+    target: Target,
+) -> Result<Outcome, K8sError> {
     let name = target.name().to_string();
     match kind {
         ActionKind::RolloutRestart { .. } => rollout_restart(cluster, &name).await,
@@ -419,7 +424,11 @@ async fn set_image(
 }
 
 /// `kubectl delete pod` (graceful; the grace period overridden when given).
-async fn delete_pod(cluster: &Cluster, name: &str, grace: Option<i64>) -> Result<Outcome, K8sError> {
+async fn delete_pod(
+    cluster: &Cluster,
+    name: &str,
+    grace: Option<i64>,
+) -> Result<Outcome, K8sError> {
     let params = DeleteParams {
         grace_period_seconds: grace_u32("delete-pod", grace)?,
         ..DeleteParams::default()
@@ -434,7 +443,10 @@ async fn delete_pod(cluster: &Cluster, name: &str, grace: Option<i64>) -> Result
                 e,
             )
         })?;
-    let grace_text = match res.left().and_then(|p| p.metadata.deletion_grace_period_seconds) {
+    let grace_text = match res
+        .left()
+        .and_then(|p| p.metadata.deletion_grace_period_seconds)
+    {
         Some(g) => format!(" (grace period {g} s)"),
         None => String::new(),
     };

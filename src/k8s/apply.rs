@@ -158,11 +158,7 @@ pub async fn apply(cluster: &Cluster, docs: &[Value]) -> Result<Vec<AppliedObjec
             Ok(o) => o.is_some(),
             Err(e) => {
                 return Err(cluster.err(
-                    format!(
-                        "get {} in namespace {}",
-                        object.display(),
-                        object.namespace
-                    ),
+                    format!("get {} in namespace {}", object.display(), object.namespace),
                     e,
                 ));
             }

@@ -134,7 +134,9 @@ fn load_error(origin: &str, e: KubeconfigError) -> K8sError {
 pub async fn connect(source: &KubeSource) -> Result<Cluster, K8sError> {
     let origin = source.describe();
     let kubeconfig = match &source.kubeconfig {
-        KubeconfigOrigin::Text(t) => Kubeconfig::from_yaml(t).map_err(|e| load_error(&origin, e))?,
+        KubeconfigOrigin::Text(t) => {
+            Kubeconfig::from_yaml(t).map_err(|e| load_error(&origin, e))?
+        }
         KubeconfigOrigin::File(p) => {
             Kubeconfig::read_from(p).map_err(|e| load_error(&origin, e))?
         }
@@ -188,7 +190,11 @@ pub async fn connect(source: &KubeSource) -> Result<Cluster, K8sError> {
         config.default_namespace = ns.clone();
     }
     let namespace = config.default_namespace.clone();
-    let server = config.cluster_url.to_string().trim_end_matches('/').to_string();
+    let server = config
+        .cluster_url
+        .to_string()
+        .trim_end_matches('/')
+        .to_string();
     let client = Client::try_from(config).map_err(|e| K8sError::Client {
         what: format!("build a client for {server}"),
         message: super::chain(&e),

@@ -328,7 +328,10 @@ mod tests {
             K8sError::Unauthorized { .. }
         ));
         let e = classify("https://x", "list pods", status(403));
-        assert!(e.to_string().contains("forbidden (403) to list pods"), "{e}");
+        assert!(
+            e.to_string().contains("forbidden (403) to list pods"),
+            "{e}"
+        );
         assert!(matches!(
             classify("https://x", "get deployment api", status(404)),
             K8sError::NotFound { .. }

@@ -196,7 +196,11 @@ fn rs_hash(rs: &ReplicaSet) -> Option<String> {
 }
 
 fn pod_hash(p: &Pod) -> Option<&str> {
-    p.metadata.labels.as_ref()?.get(HASH_LABEL).map(String::as_str)
+    p.metadata
+        .labels
+        .as_ref()?
+        .get(HASH_LABEL)
+        .map(String::as_str)
 }
 
 fn watch<K>(
@@ -599,12 +603,7 @@ pub async fn wait_ready(
             let svc_ok = service.is_none() || eps >= usize::try_from(r).unwrap_or(0);
             if s.observed && s.available_true && s.updated == r && s.available == r && svc_ok {
                 let rs = v.current_rs(d);
-                return Eval::Done((
-                    r,
-                    rs.map(ResourceExt::name_any),
-                    rs.and_then(rs_hash),
-                    eps,
-                ));
+                return Eval::Done((r, rs.map(ResourceExt::name_any), rs.and_then(rs_hash), eps));
             }
             let mut missing = format!("{} of {r} pods available", s.available);
             if s.updated != r {
@@ -624,9 +623,7 @@ pub async fn wait_ready(
             if let Some(svc) = service
                 && !svc_ok
             {
-                missing.push_str(&format!(
-                    "; service {svc} has {eps} of {r} ready endpoints"
-                ));
+                missing.push_str(&format!("; service {svc} has {eps} of {r} ready endpoints"));
             }
             missing.push_str(&pod_problems(&v.pods));
             Eval::Pending { line, missing }

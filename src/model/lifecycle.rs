@@ -323,6 +323,9 @@ mod tests {
         };
         let text = serde_json::to_string(&e).expect("serializes");
         assert_eq!(text, r#"{"at_us":7,"source":"pod","event":"pod_ready"}"#);
-        assert_eq!(serde_json::from_str::<LifecycleEvent>(&text).expect("parses"), e);
+        assert_eq!(
+            serde_json::from_str::<LifecycleEvent>(&text).expect("parses"),
+            e
+        );
     }
 }

@@ -352,10 +352,7 @@ pub(super) fn validate_cluster<E>(
                 ("cluster.context", raw.context.is_some()),
             ] {
                 if set {
-                    return Err(invalid(
-                        key,
-                        "applies to mode = \"kubeconfig\" only".into(),
-                    ));
+                    return Err(invalid(key, "applies to mode = \"kubeconfig\" only".into()));
                 }
             }
             let e = raw.embedded.clone().unwrap_or_default();

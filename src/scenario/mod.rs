@@ -171,10 +171,7 @@ impl Scenario {
             .map(|c| cluster::validate_cluster(c, &base, &invalid))
             .transpose()?;
         if !raw.actions.is_empty() && cluster.is_none() {
-            return Err(invalid(
-                "actions",
-                "need a [cluster] to act on".into(),
-            ));
+            return Err(invalid("actions", "need a [cluster] to act on".into()));
         }
         let actions = cluster::validate_actions(&raw.actions, raw.load.duration.0, &invalid)?;
         let embedded = matches!(
@@ -201,7 +198,10 @@ impl Scenario {
             (None, true) => {
                 let path = raw.target.path.clone().unwrap_or_else(|| "/".into());
                 if !path.starts_with('/') {
-                    return Err(invalid("target.path", format!("must start with '/' (got {path:?})")));
+                    return Err(invalid(
+                        "target.path",
+                        format!("must start with '/' (got {path:?})"),
+                    ));
                 }
                 let url: http::Uri = format!("http://service.invalid{path}")
                     .parse()
