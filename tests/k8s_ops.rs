@@ -21,13 +21,21 @@ use rolltest::{
 };
 use serde_json::{Value, json};
 
-async fn start() -> EmbeddedCluster {
-    EmbeddedCluster::start(&ClusterOptions {
+/// One embedded cluster at a time in this file: clusters started at the same
+/// moment hand out pod IPs from the same 127.0.1.1 onwards, and the
+/// allocator's check that an address is free races with the other cluster's
+/// bind (a pod then crash-loops on "address in use").
+static ONE_CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn start() -> (tokio::sync::MutexGuard<'static, ()>, EmbeddedCluster) {
+    let guard = ONE_CLUSTER.lock().await;
+    let cluster = EmbeddedCluster::start(&ClusterOptions {
         demo_binary: Some(env!("CARGO_BIN_EXE_rolltest").into()),
         ..ClusterOptions::default()
     })
     .await
-    .expect("cluster")
+    .expect("cluster");
+    (guard, cluster)
 }
 
 async fn connect(cluster: &EmbeddedCluster) -> Cluster {
@@ -133,7 +141,7 @@ fn tamper_kubeconfig(text: &str, from: &str, to: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connects_through_text_and_file_and_explains_failures() {
-    let cluster = start().await;
+    let (_one, cluster) = start().await;
     let text = cluster.kubeconfig();
 
     // Text (the embedded path): current context, its namespace.
@@ -221,7 +229,7 @@ async fn connects_through_text_and_file_and_explains_failures() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn applies_idempotently_waits_ready_and_tears_down() {
-    let cluster = start().await;
+    let (_one, cluster) = start().await;
     let c = connect(&cluster).await;
 
     // Refusals before anything is applied.
@@ -354,7 +362,7 @@ async fn applies_idempotently_waits_ready_and_tears_down() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn actions_change_the_deployment_and_settle_waits_for_old_pods() {
-    let cluster = start().await;
+    let (_one, cluster) = start().await;
     let c = connect(&cluster).await;
     k8s::apply(&c, &[deployment("api", 2), service("api")])
         .await
@@ -541,7 +549,7 @@ async fn actions_change_the_deployment_and_settle_waits_for_old_pods() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_cordons_and_evicts_within_the_disruption_budget() {
-    let cluster = start().await;
+    let (_one, cluster) = start().await;
     let c = connect(&cluster).await;
     k8s::apply(&c, &[deployment("db", 3), service("db"), pdb("db", 2)])
         .await

@@ -654,8 +654,14 @@ async fn drain(
     );
     if !refused.is_empty() {
         detail.push_str(&format!(
-            "; {} evictions were refused by a PodDisruptionBudget {refusals} times before succeeding",
-            refused.len()
+            "; {} {} refused by a PodDisruptionBudget {refusals} {} before succeeding",
+            refused.len(),
+            if refused.len() == 1 {
+                "eviction was"
+            } else {
+                "evictions were"
+            },
+            if refusals == 1 { "time" } else { "times" },
         ));
         if let Some(m) = refused.iter().find_map(|e| e.first_refusal.clone()) {
             detail.push_str(&format!(" (first refusal: {m})"));
@@ -673,4 +679,29 @@ async fn drain(
         pods: names,
         eviction_refusals: refusals,
     })
+}
+
+/// Compile-time proof that the futures can be spawned on a multi-threaded
+/// runtime while the load runs.
+#[allow(dead_code)]
+fn futures_are_send(
+    c: &Cluster,
+    a: &Action,
+    tx: &UnboundedSender<LifecycleEvent>,
+    clock: &RunClock,
+    progress: &super::Progress,
+) {
+    fn is_send<T: Send>(_: T) {}
+    is_send(run_action(c, a, "x", tx, clock));
+    is_send(super::wait_ready(
+        c,
+        "x",
+        Some("x"),
+        Duration::ZERO,
+        Some(progress),
+    ));
+    is_send(super::wait_settled(c, "x", Duration::ZERO, None));
+    is_send(super::apply(c, &[]));
+    is_send(super::teardown(c, &[], Duration::ZERO));
+    is_send(super::connect(&super::KubeSource::text("")));
 }

@@ -237,61 +237,101 @@ enum Eval<T> {
     Fail(K8sError),
 }
 
-/// Watches until `eval` says done, reporting changes of its progress line.
-async fn watch_until<T>(
-    cluster: &Cluster,
-    mut view: View,
-    streams: Vec<BoxStream<'static, Result<Update, watcher::Error>>>,
+type UpdateStream = BoxStream<'static, Result<Update, watcher::Error>>;
+
+/// A view kept current by its watches, bounded by one deadline.
+struct Watch<'a> {
+    cluster: &'a Cluster,
+    view: View,
+    merged: futures_util::stream::SelectAll<UpdateStream>,
+    tick: tokio::time::Interval,
+    deadline: tokio::time::Instant,
     timeout: Duration,
     what: String,
-    progress: Option<&Progress>,
-    mut eval: impl AsyncFnMut(&View) -> Eval<T>,
-) -> Result<T, K8sError> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut merged = futures_util::stream::select_all(streams);
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut last_line = String::new();
-    let mut missing = "the watches have not listed the objects yet".to_string();
-    let mut last_error: Option<String> = None;
-    loop {
-        if view.synced() {
-            match eval(&view).await {
-                Eval::Done(t) => return Ok(t),
-                Eval::Fail(e) => return Err(e),
-                Eval::Pending { line, missing: m } => {
-                    if line != last_line {
-                        if let Some(p) = progress {
-                            p(&line);
+    progress: Option<&'a Progress>,
+    last_line: String,
+    missing: String,
+    last_error: Option<String>,
+}
+
+impl<'a> Watch<'a> {
+    fn new(
+        cluster: &'a Cluster,
+        view: View,
+        streams: Vec<UpdateStream>,
+        timeout: Duration,
+        what: String,
+        progress: Option<&'a Progress>,
+    ) -> Self {
+        Watch {
+            cluster,
+            view,
+            merged: futures_util::stream::select_all(streams),
+            tick: tokio::time::interval(Duration::from_secs(1)),
+            deadline: tokio::time::Instant::now() + timeout,
+            timeout,
+            what,
+            progress,
+            last_line: String::new(),
+            missing: "the watches have not listed the objects yet".into(),
+            last_error: None,
+        }
+    }
+
+    /// Evaluates now and after every change until `eval` says done.
+    async fn until<T>(&mut self, mut eval: impl FnMut(&View) -> Eval<T>) -> Result<T, K8sError> {
+        loop {
+            if self.view.synced() {
+                match eval(&self.view) {
+                    Eval::Done(t) => return Ok(t),
+                    Eval::Fail(e) => return Err(e),
+                    Eval::Pending { line, missing } => {
+                        if line != self.last_line {
+                            if let Some(p) = self.progress {
+                                p(&line);
+                            }
+                            self.last_line = line;
                         }
-                        last_line = line;
+                        self.missing = missing;
                     }
-                    missing = m;
                 }
             }
+            self.step().await?;
         }
+    }
+
+    /// Waits for the next batch of watch events (or a tick); the time-out
+    /// error when the deadline passes.
+    async fn step(&mut self) -> Result<(), K8sError> {
         tokio::select! {
-            item = merged.next() => match item {
+            item = self.merged.next() => match item {
                 Some(Ok(u)) => {
-                    view.apply(u);
+                    self.view.apply(u);
                     // Take every event already queued before evaluating again.
-                    while let Some(Some(next)) = merged.next().now_or_never() {
+                    while let Some(Some(next)) = self.merged.next().now_or_never() {
                         match next {
-                            Ok(u) => view.apply(u),
-                            Err(e) => last_error = Some(fatal_watch_error(cluster, e)?),
+                            Ok(u) => self.view.apply(u),
+                            Err(e) => self.last_error = Some(fatal_watch_error(self.cluster, e)?),
                         }
                     }
                 }
-                Some(Err(e)) => last_error = Some(fatal_watch_error(cluster, e)?),
+                Some(Err(e)) => self.last_error = Some(fatal_watch_error(self.cluster, e)?),
                 None => tokio::time::sleep(Duration::from_millis(100)).await,
             },
-            _ = tick.tick() => {}
-            _ = tokio::time::sleep_until(deadline) => {
-                if let Some(e) = last_error {
+            _ = self.tick.tick() => {}
+            _ = tokio::time::sleep_until(self.deadline) => {
+                let mut missing = std::mem::take(&mut self.missing);
+                if let Some(e) = &self.last_error {
                     missing = format!("{missing} (last watch error: {e})");
                 }
-                return Err(K8sError::Timeout { what, waited: timeout, missing });
+                return Err(K8sError::Timeout {
+                    what: self.what.clone(),
+                    waited: self.timeout,
+                    missing,
+                });
             }
         }
+        Ok(())
     }
 }
 
@@ -303,14 +343,7 @@ async fn start_view(
     cluster: &Cluster,
     deployment: &str,
     service: Option<&str>,
-) -> Result<
-    (
-        View,
-        Vec<BoxStream<'static, Result<Update, watcher::Error>>>,
-        String,
-    ),
-    K8sError,
-> {
+) -> Result<(View, Vec<UpdateStream>, String), K8sError> {
     let d = cluster
         .api::<Deployment>()
         .get(deployment)
@@ -570,66 +603,68 @@ pub async fn wait_ready(
     }
     let (view, streams, selector) = start_view(cluster, deployment, service).await?;
     let what = format!("deployment {deployment} to be ready");
-    let found = watch_until(
-        cluster,
-        view,
-        streams,
-        timeout,
-        what,
-        progress,
-        async |v: &View| -> Eval<(i32, Option<String>, Option<String>, usize)> {
-            let Some(d) = v.deployment() else {
-                return Eval::Pending {
-                    line: format!("waiting for deployment {deployment} to exist"),
-                    missing: format!("deployment {deployment} does not exist"),
+    let mut watch = Watch::new(cluster, view, streams, timeout, what, progress);
+    let found = watch
+        .until(
+            |v: &View| -> Eval<(i32, Option<String>, Option<String>, usize)> {
+                let Some(d) = v.deployment() else {
+                    return Eval::Pending {
+                        line: format!("waiting for deployment {deployment} to exist"),
+                        missing: format!("deployment {deployment} does not exist"),
+                    };
                 };
-            };
-            let s = status_of(d);
-            if let Some(m) = s.deadline_exceeded {
-                return Eval::Fail(K8sError::RolloutFailed {
-                    deployment: deployment.to_string(),
-                    message: format!("{m}{}", pod_problems(&v.pods)),
-                });
-            }
-            let r = s.spec_replicas;
-            let eps = ready_endpoints(&v.slices);
-            let mut line = format!(
-                "waiting for deployment {deployment}: {}/{r} available, {}/{r} updated",
-                s.available, s.updated
-            );
-            if let Some(svc) = service {
-                line.push_str(&format!("; service {svc}: {eps}/{r} ready endpoints"));
-            }
-            let svc_ok = service.is_none() || eps >= usize::try_from(r).unwrap_or(0);
-            if s.observed && s.available_true && s.updated == r && s.available == r && svc_ok {
-                let rs = v.current_rs(d);
-                return Eval::Done((r, rs.map(ResourceExt::name_any), rs.and_then(rs_hash), eps));
-            }
-            let mut missing = format!("{} of {r} pods available", s.available);
-            if s.updated != r {
-                missing.push_str(&format!(", {} of {r} updated", s.updated));
-            }
-            if !s.observed {
-                missing.push_str("; the latest spec change is not yet observed by the controller");
-            }
-            if !s.available_true {
-                missing.push_str(&format!(
-                    "; condition Available is not True{}",
-                    s.available_message
-                        .map(|m| format!(" ({m})"))
-                        .unwrap_or_default()
-                ));
-            }
-            if let Some(svc) = service
-                && !svc_ok
-            {
-                missing.push_str(&format!("; service {svc} has {eps} of {r} ready endpoints"));
-            }
-            missing.push_str(&pod_problems(&v.pods));
-            Eval::Pending { line, missing }
-        },
-    )
-    .await?;
+                let s = status_of(d);
+                if let Some(m) = s.deadline_exceeded {
+                    return Eval::Fail(K8sError::RolloutFailed {
+                        deployment: deployment.to_string(),
+                        message: format!("{m}{}", pod_problems(&v.pods)),
+                    });
+                }
+                let r = s.spec_replicas;
+                let eps = ready_endpoints(&v.slices);
+                let mut line = format!(
+                    "waiting for deployment {deployment}: {}/{r} available, {}/{r} updated",
+                    s.available, s.updated
+                );
+                if let Some(svc) = service {
+                    line.push_str(&format!("; service {svc}: {eps}/{r} ready endpoints"));
+                }
+                let svc_ok = service.is_none() || eps >= usize::try_from(r).unwrap_or(0);
+                if s.observed && s.available_true && s.updated == r && s.available == r && svc_ok {
+                    let rs = v.current_rs(d);
+                    return Eval::Done((
+                        r,
+                        rs.map(ResourceExt::name_any),
+                        rs.and_then(rs_hash),
+                        eps,
+                    ));
+                }
+                let mut missing = format!("{} of {r} pods available", s.available);
+                if s.updated != r {
+                    missing.push_str(&format!(", {} of {r} updated", s.updated));
+                }
+                if !s.observed {
+                    missing
+                        .push_str("; the latest spec change is not yet observed by the controller");
+                }
+                if !s.available_true {
+                    missing.push_str(&format!(
+                        "; condition Available is not True{}",
+                        s.available_message
+                            .map(|m| format!(" ({m})"))
+                            .unwrap_or_default()
+                    ));
+                }
+                if let Some(svc) = service
+                    && !svc_ok
+                {
+                    missing.push_str(&format!("; service {svc} has {eps} of {r} ready endpoints"));
+                }
+                missing.push_str(&pod_problems(&v.pods));
+                Eval::Pending { line, missing }
+            },
+        )
+        .await?;
     let (replicas, replicaset, template_hash, eps) = found;
     let service = match service {
         Some(svc) => {
@@ -669,110 +704,118 @@ pub async fn wait_settled(
 ) -> Result<SettledInfo, K8sError> {
     let started = Instant::now();
     let (view, streams, selector) = start_view(cluster, deployment, None).await?;
-    let pods_api = cluster.api::<Pod>();
     let what = format!("deployment {deployment} to settle");
-    let sel = selector.clone();
-    watch_until(
-        cluster,
-        view,
-        streams,
-        timeout,
-        what,
-        progress,
-        async |v: &View| -> Eval<SettledInfo> {
-            let Some(d) = v.deployment() else {
-                return Eval::Fail(K8sError::NotFound {
-                    what: format!(
-                        "deployment {deployment} in namespace {}",
-                        cluster.namespace
-                    ),
-                    message: "it was deleted while waiting for the rollout".into(),
-                });
-            };
-            let s = status_of(d);
-            if let Some(m) = s.deadline_exceeded {
-                return Eval::Fail(K8sError::RolloutFailed {
-                    deployment: deployment.to_string(),
-                    message: format!("{m}{}", pod_problems(&v.pods)),
-                });
-            }
-            let r = s.spec_replicas;
-            let rs = v.current_rs(d);
-            let hash = rs.and_then(rs_hash);
-            let leftover = |pods: &mut dyn Iterator<Item = &Pod>| -> (Vec<String>, Vec<String>) {
-                let mut old = Vec::new();
-                let mut terminating = Vec::new();
-                for p in pods {
-                    if hash.is_none() || pod_hash(p) != hash.as_deref() {
-                        old.push(p.name_any());
-                    } else if p.metadata.deletion_timestamp.is_some() {
-                        terminating.push(p.name_any());
-                    }
-                }
-                (old, terminating)
-            };
-            let (old, terminating) = leftover(&mut v.pods.objects.values());
-            let complete = s.observed && s.updated == r && s.replicas == s.updated && s.available == s.updated;
-            let line = format!(
-                "waiting for deployment {deployment} to settle: {}/{r} updated, {}/{r} available, {} old and {} terminating pods left",
-                s.updated,
-                s.available,
-                old.len(),
-                terminating.len()
-            );
-            if complete && old.is_empty() && terminating.is_empty() && hash.is_some() {
-                // The watch may lag the API; confirm with a fresh list.
-                match pods_api.list(&ListParams::default().labels(&sel)).await {
-                    Ok(list) => {
-                        let (old2, term2) = leftover(&mut list.items.iter());
-                        if old2.is_empty() && term2.is_empty() {
-                            let mut pods: Vec<String> =
-                                list.items.iter().map(ResourceExt::name_any).collect();
-                            pods.sort();
-                            return Eval::Done(SettledInfo {
-                                replicas: r,
-                                replicaset: rs.map(ResourceExt::name_any),
-                                template_hash: hash.clone(),
-                                pods,
-                                waited: started.elapsed(),
-                            });
-                        }
-                    }
-                    Err(e) => {
-                        return Eval::Fail(cluster.err(format!("list pods {sel}"), e));
-                    }
-                }
-            }
-            let mut missing = if !s.observed {
-                "the latest spec change is not yet observed by the controller".to_string()
-            } else if s.updated < r {
-                format!("{} out of {r} new replicas have been updated", s.updated)
-            } else if s.replicas > s.updated {
-                format!("{} old replicas are pending termination", s.replicas - s.updated)
-            } else if s.available < s.updated {
-                format!("{} of {} updated replicas are available", s.available, s.updated)
-            } else {
-                "the rollout is complete".to_string()
-            };
-            if hash.is_none() {
-                missing.push_str("; the current ReplicaSet is not known yet");
-            }
-            if !old.is_empty() {
-                missing.push_str(&format!(
-                    "; {} pods of an old template still exist: {}",
-                    old.len(),
-                    old.join(", ")
-                ));
-            }
-            if !terminating.is_empty() {
-                missing.push_str(&format!(
-                    "; {} pods still terminating: {}",
-                    terminating.len(),
-                    terminating.join(", ")
-                ));
-            }
-            Eval::Pending { line, missing }
-        },
-    )
-    .await
+    let mut watch = Watch::new(cluster, view, streams, timeout, what, progress);
+    loop {
+        let candidate = watch
+            .until(|v| settled_eval(cluster, deployment, v))
+            .await?;
+        // The watch may lag the API; confirm with a fresh list.
+        let list = cluster
+            .api::<Pod>()
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|e| cluster.err(format!("list pods {selector}"), e))?;
+        let (old, terminating) = leftover(candidate.template_hash.as_deref(), list.items.iter());
+        if old.is_empty() && terminating.is_empty() {
+            let mut pods: Vec<String> = list.items.iter().map(ResourceExt::name_any).collect();
+            pods.sort();
+            return Ok(SettledInfo {
+                pods,
+                waited: started.elapsed(),
+                ..candidate
+            });
+        }
+        watch.step().await?;
+    }
+}
+
+/// Pods of another template than `hash`, and pods of it terminating.
+fn leftover<'p>(
+    hash: Option<&str>,
+    pods: impl Iterator<Item = &'p Pod>,
+) -> (Vec<String>, Vec<String>) {
+    let mut old = Vec::new();
+    let mut terminating = Vec::new();
+    for p in pods {
+        if hash.is_none() || pod_hash(p) != hash {
+            old.push(p.name_any());
+        } else if p.metadata.deletion_timestamp.is_some() {
+            terminating.push(p.name_any());
+        }
+    }
+    (old, terminating)
+}
+
+fn settled_eval(cluster: &Cluster, deployment: &str, v: &View) -> Eval<SettledInfo> {
+    let Some(d) = v.deployment() else {
+        return Eval::Fail(K8sError::NotFound {
+            what: format!("deployment {deployment} in namespace {}", cluster.namespace),
+            message: "it was deleted while waiting for the rollout".into(),
+        });
+    };
+    let s = status_of(d);
+    if let Some(m) = s.deadline_exceeded {
+        return Eval::Fail(K8sError::RolloutFailed {
+            deployment: deployment.to_string(),
+            message: format!("{m}{}", pod_problems(&v.pods)),
+        });
+    }
+    let r = s.spec_replicas;
+    let rs = v.current_rs(d);
+    let hash = rs.and_then(rs_hash);
+    let (old, terminating) = leftover(hash.as_deref(), v.pods.objects.values());
+    let complete =
+        s.observed && s.updated == r && s.replicas == s.updated && s.available == s.updated;
+    if complete && old.is_empty() && terminating.is_empty() && hash.is_some() {
+        return Eval::Done(SettledInfo {
+            replicas: r,
+            replicaset: rs.map(ResourceExt::name_any),
+            template_hash: hash,
+            pods: Vec::new(),
+            waited: Duration::ZERO,
+        });
+    }
+    let line = format!(
+        "waiting for deployment {deployment} to settle: {}/{r} updated, {}/{r} available, {} old and {} terminating pods left",
+        s.updated,
+        s.available,
+        old.len(),
+        terminating.len()
+    );
+    let mut missing = if !s.observed {
+        "the latest spec change is not yet observed by the controller".to_string()
+    } else if s.updated < r {
+        format!("{} out of {r} new replicas have been updated", s.updated)
+    } else if s.replicas > s.updated {
+        format!(
+            "{} old replicas are pending termination",
+            s.replicas - s.updated
+        )
+    } else if s.available < s.updated {
+        format!(
+            "{} of {} updated replicas are available",
+            s.available, s.updated
+        )
+    } else {
+        "the rollout is complete".to_string()
+    };
+    if hash.is_none() {
+        missing.push_str("; the current ReplicaSet is not known yet");
+    }
+    if !old.is_empty() {
+        missing.push_str(&format!(
+            "; {} pods of an old template still exist: {}",
+            old.len(),
+            old.join(", ")
+        ));
+    }
+    if !terminating.is_empty() {
+        missing.push_str(&format!(
+            "; {} pods still terminating: {}",
+            terminating.len(),
+            terminating.join(", ")
+        ));
+    }
+    Eval::Pending { line, missing }
 }
