@@ -258,6 +258,15 @@ async fn applies_idempotently_waits_ready_and_tears_down() {
         "{e}"
     );
 
+    // A manifest naming its namespace goes there.
+    let mut elsewhere = service("elsewhere");
+    elsewhere["metadata"]["namespace"] = json!("kube-system");
+    let placed = k8s::apply(&c, &[elsewhere]).await.expect("apply elsewhere");
+    assert_eq!(placed[0].namespace, "kube-system");
+    let in_system: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(c.client.clone(), "kube-system");
+    assert!(in_system.get_opt("elsewhere").await.expect("get").is_some());
+
     let docs = vec![deployment("web", 2), service("web")];
     let applied = k8s::apply(&c, &docs).await.expect("apply");
     let summary: Vec<(String, String, bool)> = applied
@@ -374,6 +383,37 @@ async fn actions_change_the_deployment_and_settle_waits_for_old_pods() {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let clock = RunClock::start();
 
+    // Meanwhile, note when `kubectl rollout status` would first say
+    // "successfully rolled out" for the new generation.
+    let generation = c
+        .api::<Deployment>()
+        .get("api")
+        .await
+        .expect("get")
+        .metadata
+        .generation
+        .unwrap_or(0);
+    let observer = c.clone();
+    let kubectl_done = tokio::spawn(async move {
+        loop {
+            if let Ok(d) = observer.api::<Deployment>().get("api").await {
+                let g = d.metadata.generation.unwrap_or(0);
+                let spec = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                let st = d.status.clone().unwrap_or_default();
+                let updated = st.updated_replicas.unwrap_or(0);
+                if g > generation
+                    && st.observed_generation.unwrap_or(0) >= g
+                    && updated == spec
+                    && st.replicas.unwrap_or(0) == updated
+                    && st.available_replicas.unwrap_or(0) == updated
+                {
+                    return Instant::now();
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+
     // rollout-restart: kubectl's annotation on the template, a new ReplicaSet.
     let report = k8s::run_action(
         &c,
@@ -408,7 +448,17 @@ async fn actions_change_the_deployment_and_settle_waits_for_old_pods() {
     let settled = k8s::wait_settled(&c, "api", Duration::from_secs(60), None)
         .await
         .expect("settled");
+    let settled_at = Instant::now();
     assert_only_current(&c, "api", &settled).await;
+    let kubectl_done = tokio::time::timeout(Duration::from_secs(5), kubectl_done)
+        .await
+        .expect("kubectl's criterion was met")
+        .expect("observer");
+    assert!(kubectl_done <= settled_at);
+    eprintln!(
+        "wait_settled returned {:.2} s after kubectl's \"successfully rolled out\" (preStop 1 s)",
+        settled_at.duration_since(kubectl_done).as_secs_f64()
+    );
     let second_hash = settled.template_hash.clone().expect("hash");
     assert_ne!(second_hash, first_hash, "a new template");
     let rss = c
@@ -622,6 +672,7 @@ async fn drain_cordons_and_evicts_within_the_disruption_budget() {
         Some(true),
         "cordoned"
     );
+    assert_eq!(report.cordoned.as_deref(), Some(busiest.as_str()));
     // Evicted pods are gone; no pod of the Deployment is on the drained node.
     let now = pods(&c, "db").await;
     for p in &now {
@@ -652,6 +703,16 @@ async fn drain_cordons_and_evicts_within_the_disruption_budget() {
         .await
         .expect("settled");
     assert_eq!(settled.pods.len(), 3);
+    k8s::uncordon(&c, &busiest).await.expect("uncordon");
+    let node: Node = Api::all(c.client.clone())
+        .get(&busiest)
+        .await
+        .expect("node");
+    assert_ne!(
+        node.spec.and_then(|s| s.unschedulable),
+        Some(true),
+        "uncordoned"
+    );
     eprintln!(
         "drain: {} (action took {:.1} s)",
         report.detail,

@@ -52,12 +52,17 @@ pub struct ActionReport {
     pub pods: Vec<String>,
     /// Evictions refused with 429 (a PodDisruptionBudget) before succeeding.
     pub eviction_refusals: u32,
+    /// The node a drain cordoned (left cordoned, like `kubectl drain`; see
+    /// [`uncordon`] to undo it when the run ends).
+    pub cordoned: Option<String>,
 }
 
+#[derive(Default)]
 struct Outcome {
     detail: String,
     pods: Vec<String>,
     eviction_refusals: u32,
+    cordoned: Option<String>,
 }
 
 fn emit(
@@ -138,7 +143,23 @@ pub async fn run_action(
         finished_us,
         pods: o.pods,
         eviction_refusals: o.eviction_refusals,
+        cordoned: o.cordoned,
     })
+}
+
+/// Marks the node schedulable again (`kubectl uncordon`: the strategic
+/// patch `{"spec":{"unschedulable":false}}`).
+pub async fn uncordon(cluster: &Cluster, node: &str) -> Result<(), K8sError> {
+    let nodes: Api<Node> = Api::all(cluster.client.clone());
+    nodes
+        .patch(
+            node,
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"spec": {"unschedulable": false}})),
+        )
+        .await
+        .map_err(|e| cluster.err(format!("uncordon node {node}"), e))?;
+    Ok(())
 }
 
 fn deployment_of(kind: &ActionKind) -> Option<&str> {
@@ -339,8 +360,7 @@ async fn rollout_restart(cluster: &Cluster, name: &str) -> Result<Outcome, K8sEr
             "restarted: {RESTARTED_AT}={stamp} on the pod template (generation {})",
             after.metadata.generation.unwrap_or(0)
         ),
-        pods: Vec::new(),
-        eviction_refusals: 0,
+        ..Outcome::default()
     })
 }
 
@@ -367,8 +387,7 @@ async fn scale(cluster: &Cluster, name: &str, replicas: i32) -> Result<Outcome, 
     .map_err(|e| cluster.err(format!("scale deployment {name}"), e))?;
     Ok(Outcome {
         detail: format!("scaled from {before} to {replicas} replicas"),
-        pods: Vec::new(),
-        eviction_refusals: 0,
+        ..Outcome::default()
     })
 }
 
@@ -418,8 +437,7 @@ async fn set_image(
         .map_err(|e| cluster.err(format!("set the image of deployment {name}"), e))?;
     Ok(Outcome {
         detail: format!("container {}: image {previous} -> {image}", found.name),
-        pods: Vec::new(),
-        eviction_refusals: 0,
+        ..Outcome::default()
     })
 }
 
@@ -453,7 +471,7 @@ async fn delete_pod(
     Ok(Outcome {
         detail: format!("deleted pod {name}{grace_text}"),
         pods: vec![name.to_string()],
-        eviction_refusals: 0,
+        ..Outcome::default()
     })
 }
 
@@ -678,6 +696,7 @@ async fn drain(
         detail,
         pods: names,
         eviction_refusals: refusals,
+        cordoned: Some(node.to_string()),
     })
 }
 
