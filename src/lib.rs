@@ -20,6 +20,7 @@
 pub mod cli;
 pub mod cluster_up;
 pub mod error;
+pub mod k8s;
 pub mod lint;
 pub mod loadgen;
 pub mod manifest;
