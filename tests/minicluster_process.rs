@@ -189,9 +189,12 @@ fn loopback_ips_are_bindable_and_unique() {
     let ips = IpAllocator::new();
     let a = ips.allocate().expect("first");
     let b = ips.allocate().expect("second");
-    assert_eq!(a, Ipv4Addr::new(127, 0, 1, 1));
-    assert_eq!(b, Ipv4Addr::new(127, 0, 1, 2));
-    let listener = TcpListener::bind((a, 0)).expect("127.0.1.1 binds without setup");
+    // A second allocator (another cluster in this process) never repeats them.
+    let c = IpAllocator::new().allocate().expect("third");
+    assert!(a.is_loopback() && b.is_loopback() && c.is_loopback());
+    assert!(a != b && b != c && a != c, "{a} {b} {c}");
+    assert_ne!(a.octets()[2..], [0, 0], "127.0.0.x is left to localhost");
+    let listener = TcpListener::bind((a, 0)).expect("a pod address binds without setup");
     let addr = listener.local_addr().expect("addr");
     let _client = std::net::TcpStream::connect(addr).expect("connect");
 }

@@ -81,7 +81,10 @@ impl ApiState {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let mut ip = String::new();
         for _ in 0..65_000 {
-            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // Each process starts in its own /24 (by pid), so clusters of
+            // two processes started together do not race for one address.
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + (std::process::id() % 256) * 254;
             ip = format!("127.3.{}.{}", (n / 254) % 256, n % 254 + 1);
             let free = ports
                 .iter()

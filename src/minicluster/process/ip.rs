@@ -1,7 +1,14 @@
-//! Loopback addresses for pods: 127.0.1.1 … 127.0.1.254, 127.0.2.1, … — one
-//! per pod, never reused for the life of the allocator (a late packet or
-//! proxy entry for a dead pod can never reach a new one). Linux routes all of
+//! Loopback addresses for pods: 127.0.X.1 … 127.0.X.254, 127.0.X+1.1, … — one
+//! per pod, never reused for the life of the process (a late packet or proxy
+//! entry for a dead pod can never reach a new one). Linux routes all of
 //! 127.0.0.0/8 to `lo`, so binding them needs no setup.
+//!
+//! Every allocator of a process draws from one process-wide sequence, so two
+//! clusters in one process (parallel tests) never hand out the same address;
+//! each process starts its sequence in its own block of 16 subnets (chosen by
+//! its pid), so clusters of two rolltest processes started at the same moment
+//! do not race for the same addresses either. An address another program
+//! holds is skipped by [`IpAllocator::allocate_free`].
 
 use std::{
     net::Ipv4Addr,
@@ -15,14 +22,25 @@ const HOSTS: u32 = 254;
 /// 127.0.1.0/24 up to 127.255.255.0/24 (127.0.0.0/24 is left to localhost).
 const SUBNETS: u32 = 256 * 256 - 1;
 
-/// Hands out pod IPs in order, never twice. Cheap to share (`&self`).
+/// The process-wide sequence every allocator draws from.
+static NEXT: AtomicU32 = AtomicU32::new(0);
+/// Subnets per process block.
+const BLOCK_SUBNETS: u32 = 16;
+
+/// This process's first address index: its block of 16 subnets.
+fn process_base() -> u32 {
+    (std::process::id() % (SUBNETS / BLOCK_SUBNETS)) * BLOCK_SUBNETS * HOSTS
+}
+
+/// Hands out pod IPs in order, never twice in this process. Cheap to share
+/// (`&self`).
 #[derive(Debug, Default)]
 pub struct IpAllocator {
-    next: AtomicU32,
+    _private: (),
 }
 
 impl IpAllocator {
-    /// An allocator whose first address is 127.0.1.1.
+    /// An allocator (all of a process's allocators share one sequence).
     pub fn new() -> Self {
         Self::default()
     }
@@ -30,13 +48,12 @@ impl IpAllocator {
     /// The next unused address, or [`ProcessError::IpsExhausted`] after
     /// about 16.6 million pods.
     pub fn allocate(&self) -> Result<Ipv4Addr, ProcessError> {
-        let n = self
-            .next
+        let n = NEXT
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
                 (n < HOSTS * SUBNETS).then_some(n + 1)
             })
             .map_err(|_| ProcessError::IpsExhausted)?;
-        Ok(address(n))
+        Ok(address((process_base() + n) % (HOSTS * SUBNETS)))
     }
 }
 
