@@ -15,7 +15,7 @@ use rolltest::{
         cluster::{ClusterOptions, EmbeddedCluster},
         proxy::{Propagation, ProxyEvent},
     },
-    model::{EventSource, LifecycleEvent, LifecycleKind, RunClock},
+    model::{EventSource, LifecycleEvent, LifecycleKind, ProxyOutcome, RunClock},
     timeline::{self, WatchTarget, proxy::ProxyCollector},
 };
 use serde_json::json;
@@ -121,20 +121,33 @@ fn position(
         .unwrap_or_else(|| panic!("no {what} for {pod}:\n{}", dump(events)))
 }
 
+/// `GET /` on a fresh connection; the pod named by `x-rolltest-pod`.
+async fn get_pod(addr: std::net::SocketAddr) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.ok()?;
+    buf.lines()
+        .find_map(|l| l.strip_prefix("x-rolltest-pod: "))
+        .map(|p| p.trim().to_string())
+}
+
 /// Separate watches are separate connections: their relative delivery order
 /// is not guaranteed (measured here: a few ms, the pod stream being the
 /// slowest). Steps seen by different sources may be this far out of order.
 const CROSS_SOURCE_SKEW_US: i64 = 100_000;
 
+/// A named step and how to recognise it.
+type Step<'a> = (&'a str, &'a dyn Fn(&LifecycleEvent) -> bool);
+
 /// The steps happened in this order for `pod`. Each step is its earliest
 /// matching event by `when_us` (the Event's µs `eventTime`, else the
 /// observation). Two steps from the same source must be strictly in timeline
 /// order; from different sources, in order up to [`CROSS_SOURCE_SKEW_US`].
-fn assert_in_order(
-    events: &[LifecycleEvent],
-    pod: &str,
-    steps: &[(&str, &dyn Fn(&LifecycleEvent) -> bool)],
-) {
+fn assert_in_order(events: &[LifecycleEvent], pod: &str, steps: &[Step<'_>]) {
     let picked: Vec<(usize, &str)> = steps
         .iter()
         .map(|(what, f)| {
@@ -205,20 +218,21 @@ async fn termination_start_and_scale_show_in_order_on_the_timeline() {
         let tx = tx.clone();
         tokio::spawn(async move {
             let mut collector = ProxyCollector::new(clock).only_pods("web-");
-            let (mut applied, mut served) = (0usize, 0usize);
+            let mut applied = 0usize;
+            let mut records = Vec::new();
             let mut out = Vec::new();
             while let Some(ev) = proxy_rx.recv().await {
                 if matches!(ev, ProxyEvent::Applied { .. }) {
                     applied += 1;
                 }
-                if collector.handle(ev, &mut out).is_some() {
-                    served += 1;
+                if let Some(r) = collector.handle(ev, &mut out) {
+                    records.push(r);
                 }
                 for e in out.drain(..) {
                     let _ = tx.send(e);
                 }
             }
-            (applied, served)
+            (applied, records)
         })
     };
     drop(tx);
@@ -252,6 +266,22 @@ async fn termination_start_and_scale_show_in_order_on_the_timeline() {
         .filter_map(|e| e.pod.clone())
         .collect();
     let victim = ready_pods[0].clone();
+
+    // A few requests through the node port: the proxy's records name the pods.
+    let node_port = cluster
+        .service_addresses()
+        .into_iter()
+        .find(|a| a.node_port)
+        .expect("a node-port listener")
+        .listen;
+    let mut answered_by = Vec::new();
+    for _ in 0..4 {
+        answered_by.push(
+            get_pod(node_port)
+                .await
+                .expect("an answer through the node port"),
+        );
+    }
 
     // Delete one pod: preStop `sleep 1`, SIGTERM, exit, removal; a replacement starts.
     let deleted_at = Instant::now();
@@ -325,7 +355,15 @@ async fn termination_start_and_scale_show_in_order_on_the_timeline() {
 
     let errors = watch.stop().await;
     cluster.shutdown().await;
-    let (applied, served) = proxy_task.await.expect("proxy task");
+    let (applied, records) = proxy_task.await.expect("proxy task");
+    for pod in &answered_by {
+        assert!(
+            records.iter().any(|r| r.pod.as_ref() == Some(pod)
+                && r.outcome == ProxyOutcome::Closed
+                && r.end_us >= r.start_us),
+            "no closed l4 record for {pod}: {records:?}"
+        );
+    }
     while let Ok(e) = rx.try_recv() {
         seen.push(e);
     }
@@ -469,7 +507,10 @@ async fn termination_start_and_scale_show_in_order_on_the_timeline() {
         applied >= 2 * views,
         "two listeners: {applied} raw sets for {views} views"
     );
-    println!("proxy reports: {applied} applied sets, {served} served");
+    println!(
+        "proxy reports: {applied} applied sets, {} served records",
+        records.len()
+    );
 
     // The replacement, in order.
     let replacement = events

@@ -20,7 +20,7 @@ pub(crate) struct EventTracker {
     /// The watch's start, µs since the epoch.
     started_unix_us: i64,
     infer_steps: bool,
-    /// Occurrences already handled, per Event (`metadata.uid` or name).
+    /// Occurrences already handled, per Event name.
     seen: HashMap<String, i32>,
 }
 
@@ -155,12 +155,7 @@ impl Tracker<Event> for EventTracker {
         if pre_stop.is_none() && !pod.starts_with(&self.prefix) {
             return;
         }
-        let id = e
-            .metadata
-            .uid
-            .clone()
-            .or_else(|| e.metadata.name.clone())
-            .unwrap_or_default();
+        let id = e.metadata.name.clone().unwrap_or_default();
         let count = e
             .series
             .as_ref()
@@ -196,8 +191,9 @@ impl Tracker<Event> for EventTracker {
     fn delete(&mut self, _: &Event, _: u64, _: &mut Vec<LifecycleEvent>) {}
 
     fn retain_listed(&mut self, listed: &HashSet<String>, _: u64, _: &mut Vec<LifecycleEvent>) {
-        // Forget Events that expired, keep the rest (a re-list repeats them).
-        let _ = listed;
+        // Forget Events that expired; the rest stay known, so the re-list's
+        // repeats of them are skipped.
+        self.seen.retain(|name, _| listed.contains(name));
     }
 }
 
@@ -218,7 +214,7 @@ mod tests {
 
     fn event(uid: &str, pod: &str, reason: &str, message: &str, time: &str) -> Event {
         serde_json::from_value(json!({
-            "metadata": {"name": format!("{pod}.1"), "uid": uid},
+            "metadata": {"name": format!("{pod}.{uid}"), "uid": uid},
             "involvedObject": {"kind": "Pod", "name": pod},
             "reason": reason, "message": message,
             "eventTime": time, "count": 1,
@@ -311,10 +307,28 @@ mod tests {
             &mut out,
         );
         assert!(out.is_empty(), "{out:?}");
-        let e = event("3", "api-x-1", "SigtermSent", "", &now_micro());
+        let mut e = event(
+            "3",
+            "api-x-1",
+            "Unhealthy",
+            "Liveness probe failed: x",
+            &now_micro(),
+        );
         t.apply(&e, 1, &mut out);
         t.apply(&e, 2, &mut out);
         assert_eq!(out.len(), 1);
+        // An aggregated repeat (count 2, lastTimestamp in seconds) is a new occurrence.
+        e.count = Some(2);
+        e.last_timestamp = e
+            .event_time
+            .as_ref()
+            .map(|t| k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t.0));
+        t.apply(&e, 3, &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].at_us, 3);
+        // A re-list that no longer holds it forgets it.
+        t.retain_listed(&HashSet::new(), 4, &mut out);
+        assert!(t.seen.is_empty());
     }
 
     #[test]
