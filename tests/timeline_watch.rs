@@ -469,6 +469,21 @@ async fn termination_start_and_scale_show_in_order_on_the_timeline() {
         lag(&terminating_in_proxy, delete_call),
         lag(&gone_from_proxy, slice_gone.at_us)
     );
+    let slice_terminating = at("EndpointChanged(terminating)", &|e| {
+        e.source == EventSource::EndpointSlice
+            && matches!(
+                e.kind,
+                LifecycleKind::EndpointChanged {
+                    terminating: true,
+                    ..
+                }
+            )
+    });
+    println!(
+        "after the delete call: pod watch saw the deletion at +{} µs, slice watch the terminating endpoint at +{} µs",
+        lag(&deletion, delete_call),
+        lag(&slice_terminating, delete_call)
+    );
     let min = PROPAGATION.as_micros() as i64;
     assert!(
         lag(&terminating_in_proxy, delete_call) >= min,

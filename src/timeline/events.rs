@@ -174,7 +174,12 @@ impl Tracker<Event> for EventTracker {
         if old {
             return;
         }
-        let server_us = time.map(|(t, _)| to_run_us(&self.clock, t));
+        // Only a microsecond stamp: `LifecycleEvent::when_us` trusts an
+        // Event's `server_us` over the observation, and a `lastTimestamp`
+        // truncated to the second would be up to 1 s early.
+        let server_us = time
+            .filter(|(_, precise)| *precise)
+            .map(|(t, _)| to_run_us(&self.clock, t));
         let reason = e.reason.as_deref().unwrap_or("");
         let message = e.message.as_deref().unwrap_or("");
         for kind in kinds(reason, message, pre_stop, self.infer_steps) {
@@ -326,6 +331,8 @@ mod tests {
         t.apply(&e, 3, &mut out);
         assert_eq!(out.len(), 2);
         assert_eq!(out[1].at_us, 3);
+        // Its only stamp has second precision: no server time.
+        assert!(out[0].server_us.is_some() && out[1].server_us.is_none());
         // A re-list that no longer holds it forgets it.
         t.retain_listed(&HashSet::new(), 4, &mut out);
         assert!(t.seen.is_empty());

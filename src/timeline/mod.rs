@@ -17,7 +17,15 @@
 //!
 //! Every event is stamped `at_us` = when rolltest observed it, and
 //! `server_us` = the server's own timestamp for it where the object carries
-//! one. A container's exit is reported twice when both sources see it: by
+//! one: `creationTimestamp`, the condition's `lastTransitionTime`,
+//! `startedAt` / `finishedAt`, `deletionTimestamp − grace` (when the delete
+//! was requested), all second precision on real clusters; for Events only a
+//! microsecond stamp (`eventTime`, `series.lastObservedTime`), because
+//! [`LifecycleEvent::when_us`] trusts an Event's `server_us` (a real
+//! kubelet's Events carry only `lastTimestamp`, in seconds: `None`).
+//! Separate watches are separate connections, so events from different
+//! sources can be observed a few ms out of their true order (measured on
+//! the embedded cluster: the pod watch is the slowest). A container's exit is reported twice when both sources see it: by
 //! the pod watch (`source: pod`, `finishedAt`, second precision on real
 //! clusters) and by the embedded kubelet's `ContainerExited` Event (`source:
 //! event`, microsecond `eventTime`); the sources tell them apart.
