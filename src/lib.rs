@@ -33,6 +33,7 @@ pub mod rundir;
 pub mod scenario;
 pub mod serve;
 pub mod summary;
+pub mod timeline;
 pub mod verdict;
 
 pub use error::ExitStatus;

@@ -49,6 +49,15 @@ impl RunClock {
         self.origin + offset
     }
 
+    /// A wall-clock time (a server's timestamp) as microseconds on the run
+    /// clock: negative before the origin, saturating at the `i64` range.
+    pub fn wall_to_run_us(&self, t: SystemTime) -> i64 {
+        match t.duration_since(self.wall_origin) {
+            Ok(after) => i64::try_from(after.as_micros()).unwrap_or(i64::MAX),
+            Err(before) => i64::try_from(before.duration().as_micros()).map_or(i64::MIN, |us| -us),
+        }
+    }
+
     /// The wall-clock start, RFC 3339 with milliseconds, UTC.
     pub fn started_at(&self) -> String {
         humantime::format_rfc3339_millis(self.wall_origin).to_string()
@@ -80,6 +89,15 @@ mod tests {
         let later = clock.at(Duration::from_millis(1500));
         assert_eq!(clock.micros(later), 1_500_000);
         assert_eq!(clock.micros(clock.origin()), 0);
+    }
+
+    #[test]
+    fn wall_times_map_onto_the_run_clock() {
+        let clock = RunClock::start();
+        let later = clock.wall_origin + Duration::from_micros(2_500_000);
+        assert_eq!(clock.wall_to_run_us(later), 2_500_000);
+        let earlier = clock.wall_origin - Duration::from_micros(1_000);
+        assert_eq!(clock.wall_to_run_us(earlier), -1_000);
     }
 
     #[test]
