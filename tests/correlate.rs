@@ -626,9 +626,12 @@ fn groups_carry_evidence_and_fix_text() {
         "{}",
         killed.evidence
     );
-    // Grace: no preStop + the slowest request (2 s timeout) + 1 s = 3 s.
+    // Grace: no preStop + the slowest ok or killed request (10 ms) + 1 s,
+    // rounded up: 2 s.
     assert!(
-        killed.fix.contains("terminationGracePeriodSeconds ≥ 3 s"),
+        killed.fix.contains(
+            "terminationGracePeriodSeconds ≥ 2 s covers preStop (measured 0.00 s) + drain (the slowest request took 0.01 s)"
+        ),
         "{}",
         killed.fix
     );
