@@ -460,6 +460,19 @@ fn refusals_from_a_pod_that_crashed_after_ready_are_not_ready() {
     assert_cause(&c.of(1), Cause::NotReady, Some("new-2"));
 }
 
+#[test]
+fn external_refusal_after_a_crash_of_a_ready_pod_is_not_ready_on_it() {
+    // new-2 exited at 20 s without a deletion and stayed Ready until 22 s;
+    // node proxies may route to it for 2 s more.
+    let mut c = Case::new(ProxyMode::External);
+    c.records
+        .push(rec(1, 23_000, 1, failed(ErrorKind::ConnectRefused)));
+    c.records
+        .push(rec(2, 25_000, 1, failed(ErrorKind::ConnectRefused)));
+    assert_cause(&c.of(1), Cause::NotReady, Some("new-2"));
+    assert_cause(&c.of(2), Cause::Unexplained, None);
+}
+
 // ---- capacity
 
 #[test]

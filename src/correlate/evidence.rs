@@ -46,6 +46,13 @@ pub(crate) fn build(input: &Input, by_seq: &HashMap<u64, &Attribution>) -> Vec<C
         input,
         slack: to_i64(slack),
         allowance: to_i64(input.propagation_allowance_us),
+        slowest_ok: input
+            .records
+            .iter()
+            .filter(|r| r.outcome == Outcome::Ok)
+            .filter_map(|r| r.latency_us)
+            .max()
+            .map_or(0, to_i64),
     };
     let mut out: Vec<CauseGroup> = groups
         .into_iter()
@@ -69,6 +76,8 @@ struct Evidence<'a> {
     input: &'a Input<'a>,
     slack: i64,
     allowance: i64,
+    /// The slowest ok request's latency (µs): what a drain must outlast.
+    slowest_ok: i64,
 }
 
 impl Evidence<'_> {
@@ -263,15 +272,11 @@ impl Evidence<'_> {
             .max()
             .unwrap_or(0)
             .max(0);
-        let drain = self
-            .input
-            .records
+        let drain = recs
             .iter()
-            .filter(|r| r.outcome == Outcome::Ok)
-            .chain(recs.iter().copied())
             .filter_map(|r| r.latency_us)
-            .max()
-            .map_or(0, to_i64);
+            .map(to_i64)
+            .fold(self.slowest_ok, i64::max);
         let grace = whole_seconds(prestop + drain + 1_000_000);
         let sizing = format!(
             "terminationGracePeriodSeconds ≥ {grace} s covers preStop (measured {}) + drain (the slowest request took {}) + 1 s",

@@ -130,6 +130,9 @@ impl Ctx {
             if let Some(p) = self.inferred_lag(f, s) {
                 return (Cause::EndpointLag, Some(p));
             }
+            if let Some(p) = self.inferred_crash(f, s) {
+                return (Cause::NotReady, Some(p));
+            }
         }
         if self.capacity(f, s, e) {
             return (Cause::Capacity, route.pod);
@@ -266,6 +269,38 @@ impl Ctx {
         let hi = self.exits.partition_point(|x| x.0 <= e + self.slack);
         let &(_, i) = self.exits.get(lo..hi)?.last()?;
         Some(self.facts.pods[i].name.as_str())
+    }
+
+    /// Time-window `not_ready` when P is unknown: refused or reset at `s`
+    /// after some pod X's container exited without a deletion (a crash)
+    /// while X still counted as Ready: until its Ready condition fell, plus
+    /// the propagation allowance (or open, if it never fell). The latest
+    /// crash wins.
+    fn inferred_crash(&self, f: Failure, s: i64) -> Option<&str> {
+        if !matches!(
+            f.kind,
+            ErrorKind::ConnectRefused | ErrorKind::ConnectionReset
+        ) {
+            return None;
+        }
+        self.facts
+            .pods
+            .iter()
+            .flat_map(|p| p.crash_exits.iter().map(move |x| (x.0, p)))
+            .filter(|&(x, p)| {
+                let Some(since) = p.ready_since(x) else {
+                    return false;
+                };
+                let end = p
+                    .ready
+                    .iter()
+                    .find(|iv| iv.0 == since)
+                    .map_or(i64::MAX, |iv| iv.1.saturating_add(self.allowance));
+                s >= x - self.slack && s <= end.saturating_add(self.slack)
+            })
+            .map(|(x, p)| (x, p.name.as_str()))
+            .max()
+            .map(|(_, name)| name)
     }
 
     /// Time-window `endpoint_lag` when P is unknown: refused, reset or 502 at
