@@ -868,3 +868,215 @@ proptest! {
         prop_assert_eq!(&correlate::groups(&input, &[]), &groups);
     }
 }
+
+// ---- a whole naive rollout, simulated: no failure may stay unexplained
+
+/// One pod of the simulated rollout (times in ms).
+struct SimPod {
+    name: &'static str,
+    ready: u64,
+    deletion: Option<u64>,
+}
+
+impl SimPod {
+    const NO_PRESTOP_SIGTERM: u64 = 6;
+    const EXIT_AFTER_SIGTERM: u64 = 3;
+    const PROPAGATION: u64 = 1_300;
+    fn sigterm(&self) -> u64 {
+        self.deletion
+            .map_or(u64::MAX, |d| d + Self::NO_PRESTOP_SIGTERM)
+    }
+    fn exit(&self) -> u64 {
+        self.deletion.map_or(u64::MAX, |d| {
+            d + Self::NO_PRESTOP_SIGTERM + Self::EXIT_AFTER_SIGTERM
+        })
+    }
+    fn removed(&self) -> u64 {
+        self.deletion.map_or(u64::MAX, |d| d + Self::PROPAGATION)
+    }
+}
+
+/// maxSurge 1 / maxUnavailable 0, no preStop, an app that exits 3 ms after
+/// SIGTERM; the embedded L4 proxy lags 1.3 s. A request every 5 ms over a
+/// pool of 4 keep-alive connections. Events are stamped 4 ms late (observed
+/// through watches). Returns the case and the cause each failure must get.
+fn naive_rollout() -> (Case, Timeline, Vec<(u64, Cause, &'static str)>) {
+    let pods = [
+        SimPod {
+            name: "a1",
+            ready: 0,
+            deletion: Some(5_500),
+        },
+        SimPod {
+            name: "a2",
+            ready: 0,
+            deletion: Some(7_500),
+        },
+        SimPod {
+            name: "b1",
+            ready: 5_000,
+            deletion: None,
+        },
+        SimPod {
+            name: "b2",
+            ready: 7_000,
+            deletion: None,
+        },
+    ];
+    let late = 4;
+    let mut events = vec![global(0, deployment(2))];
+    for p in &pods {
+        events.push(ev(p.ready, p.name, LifecycleKind::PodReady));
+        if let Some(d) = p.deletion {
+            events.push(ev(
+                d + late,
+                p.name,
+                LifecycleKind::DeletionRequested { grace_seconds: 30 },
+            ));
+            events.push(ev(
+                d + 2 + late,
+                p.name,
+                LifecycleKind::EndpointChanged {
+                    ready: false,
+                    serving: true,
+                    terminating: true,
+                },
+            ));
+            events.push(ev(p.sigterm() + late, p.name, LifecycleKind::SigtermSent));
+            events.push(ev(p.exit() + late, p.name, exited(143)));
+            events.push(ev(p.removed(), p.name, proxy_applied(false)));
+        }
+    }
+    let in_view = |t: u64| -> Vec<&SimPod> {
+        pods.iter()
+            .filter(|p| p.ready <= t && t < p.removed())
+            .collect()
+    };
+    let mut changes: Vec<u64> = pods.iter().flat_map(|p| [p.ready, p.removed()]).collect();
+    changes.retain(|&t| t != u64::MAX);
+    changes.sort_unstable();
+    for t in changes {
+        let ready = in_view(t).len() as u32;
+        events.push(global(
+            t,
+            LifecycleKind::ProxyView {
+                ready,
+                serving_terminating: 0,
+            },
+        ));
+    }
+    events.sort_by_key(|e| e.at_us);
+
+    let mut c = Case::new(ProxyMode::L4);
+    let mut expected = Vec::new();
+    let mut slots: [Option<(u64, usize)>; 4] = [None; 4];
+    let (mut next_conn, mut rr) = (0u64, 0usize);
+    for seq in 0..2_000u64 {
+        let t = seq * 5;
+        let slot = (seq % 4) as usize;
+        let new = slots[slot].is_none();
+        let (id, pi) = match slots[slot] {
+            Some(s) => s,
+            None => {
+                let view = in_view(t);
+                let pick = view[rr % view.len()];
+                rr += 1;
+                let pi = pods.iter().position(|p| p.name == pick.name).unwrap_or(0);
+                next_conn += 1;
+                c.conns.push(conn(next_conn, t));
+                slots[slot] = Some((next_conn, pi));
+                (next_conn, pi)
+            }
+        };
+        let p = &pods[pi];
+        let lat = 3;
+        let cut = if new && t >= p.sigterm() {
+            Some(Cause::EndpointLag)
+        } else if t >= p.exit() || (t < p.exit() && p.exit() <= t + lat) {
+            Some(Cause::KilledInFlight)
+        } else {
+            None
+        };
+        let r = rec(seq, t, lat, Outcome::Ok).on(id);
+        match cut {
+            None => c.records.push(r.pod(p.name).status(200)),
+            Some(cause) => {
+                c.records.push(RequestRecord {
+                    outcome: failed(ErrorKind::ConnectionReset),
+                    ..r
+                });
+                expected.push((seq, cause, p.name));
+                slots[slot] = None;
+            }
+        }
+        if slots[slot].is_none() || seq == 1_999 {
+            // The proxy's record of the connection that just ended.
+            let opened = c
+                .conns
+                .iter()
+                .find(|k| k.conn == id)
+                .map_or(t, |k| k.opened_us / MS);
+            let outcome = match cut {
+                Some(Cause::EndpointLag) => ProxyOutcome::ConnectFailed,
+                Some(_) => ProxyOutcome::BackendReset,
+                None => ProxyOutcome::Closed,
+            };
+            c.proxy
+                .push(prec(id, Some(p.name), opened, t + lat, outcome));
+        }
+    }
+    // Connections still open at the end.
+    for &(id, pi) in slots.iter().flatten() {
+        if !c.proxy.iter().any(|r| r.client == addr(40_000 + id as u16)) {
+            let opened = c
+                .conns
+                .iter()
+                .find(|k| k.conn == id)
+                .map_or(0, |k| k.opened_us / MS);
+            c.proxy.push(prec(
+                id,
+                Some(pods[pi].name),
+                opened,
+                10_000,
+                ProxyOutcome::Closed,
+            ));
+        }
+    }
+    (c, Timeline { events }, expected)
+}
+
+#[test]
+fn a_simulated_naive_rollout_has_every_failure_explained_l4_and_external() {
+    let (mut c, t, expected) = naive_rollout();
+    let kinds: std::collections::BTreeSet<Cause> = expected.iter().map(|e| e.1).collect();
+    assert!(
+        kinds.contains(&Cause::EndpointLag) && kinds.contains(&Cause::KilledInFlight),
+        "the simulation should produce both: {expected:?}"
+    );
+    let got: Vec<(u64, Cause, String)> = correlate::attribute(&c.input(&t))
+        .into_iter()
+        .map(|a| (a.seq, a.cause, a.pod.unwrap_or_default()))
+        .collect();
+    let want: Vec<(u64, Cause, String)> = expected
+        .iter()
+        .map(|e| (e.0, e.1, e.2.to_owned()))
+        .collect();
+    assert_eq!(got, want, "embedded l4");
+
+    // The same run against a "real cluster": no proxy records, no proxy
+    // events; headers, keep-alive history and time windows only.
+    c.mode = ProxyMode::External;
+    c.proxy.clear();
+    let mut t = t;
+    t.events.retain(|e| {
+        !matches!(
+            e.kind,
+            LifecycleKind::ProxyApplied { .. } | LifecycleKind::ProxyView { .. }
+        )
+    });
+    let got: Vec<(u64, Cause, String)> = correlate::attribute(&c.input(&t))
+        .into_iter()
+        .map(|a| (a.seq, a.cause, a.pod.unwrap_or_default()))
+        .collect();
+    assert_eq!(got, want, "external");
+}

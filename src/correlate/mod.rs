@@ -46,6 +46,18 @@ pub enum ProxyMode {
 }
 
 impl ProxyMode {
+    /// The mode a scenario's `[cluster]` implies.
+    pub fn of_cluster(mode: &crate::scenario::ClusterMode) -> ProxyMode {
+        use crate::scenario::{ClusterMode, ProxyKind};
+        match mode {
+            ClusterMode::Embedded(e) => match e.proxy {
+                ProxyKind::L4 => ProxyMode::L4,
+                ProxyKind::L7 => ProxyMode::L7,
+            },
+            ClusterMode::Kubeconfig { .. } => ProxyMode::External,
+        }
+    }
+
     /// How far apart the generator's observations and the cluster's
     /// timestamps may be and still describe the same moment, µs.
     ///

@@ -12,6 +12,13 @@ use super::route::{Route, Via, span, to_i64};
 use super::{Input, ProxyMode};
 use crate::model::{Cause, ErrorKind, ProxyFailure, ProxyOutcome, RequestRecord};
 
+/// How far before the exit's timestamp a request may have been sent and
+/// still count as in flight when it came (µs): 10 ms for clock jitter only.
+/// Not the full slack: exit stamps are, if anything, late (a watch sees the
+/// exit after it happened), so a wider margin would count new connections
+/// opened just after the exit (endpoint lag) as cut in flight.
+pub(crate) const IN_FLIGHT_LEAD_US: i64 = 10_000;
+
 /// The rules' context: the timeline's facts and the mode's tolerances.
 pub(crate) struct Ctx {
     pub facts: Facts,
@@ -146,8 +153,10 @@ impl Ctx {
     /// Kubernetes: after the deletion the kubelet runs preStop, then sends
     /// SIGTERM to PID 1 only, then SIGKILL at the grace deadline. An app that
     /// exits on SIGTERM without draining, or is SIGKILLed, drops whatever it
-    /// was serving: `s < exit ≤ e` (with slack) and the request broke (reset,
-    /// closed early, timed out; L7: the backend went away).
+    /// was serving: `s < exit ≤ e` (`s` up to [`IN_FLIGHT_LEAD_US`] after
+    /// the exit's stamp, `e` up to the slack before it: the failure is often
+    /// seen before the exit is) and the request broke (reset, closed early,
+    /// timed out; L7: the backend went away).
     ///
     /// Also: kube-proxy pins established connections (conntrack) even after
     /// the endpoint is removed, so a request sent on a keep-alive connection
@@ -160,7 +169,7 @@ impl Ctx {
             return false;
         }
         if let Some(gone) = p.gone()
-            && s < gone + self.slack
+            && s < gone + IN_FLIGHT_LEAD_US
             && gone <= e + self.slack
         {
             return true;
@@ -223,8 +232,7 @@ impl Ctx {
     /// routed to, so something counted it as Ready). During preStop the pod
     /// serves normally, so only SIGTERM or the exit end "not terminating".
     fn not_ready(&self, p: &PodFacts, route: &Route, f: Failure, s: i64) -> bool {
-        let exact = matches!(route.via, Via::Proxy | Via::ConnHistory | Via::Header);
-        if !(f.pod_5xx || (exact && f.turned_away())) {
+        if !(f.pod_5xx || (route.via != Via::Unknown && f.turned_away())) {
             return false;
         }
         if p.stop().is_some_and(|stop| s >= stop - self.slack) {
@@ -265,7 +273,7 @@ impl Ctx {
         if !matches!(f.kind, ErrorKind::ConnectionReset | ErrorKind::Timeout) {
             return None;
         }
-        let lo = self.exits.partition_point(|x| x.0 <= s - self.slack);
+        let lo = self.exits.partition_point(|x| x.0 <= s - IN_FLIGHT_LEAD_US);
         let hi = self.exits.partition_point(|x| x.0 <= e + self.slack);
         let &(_, i) = self.exits.get(lo..hi)?.last()?;
         Some(self.facts.pods[i].name.as_str())
