@@ -1,0 +1,460 @@
+//! The cause groups: failures by (cause, pod), what proves them, and the
+//! knob that fixes them, with values taken from the evidence.
+//!
+//! Everything here derives from the records (their `pod` and `cause`, or the
+//! fresh attributions) and the timeline, never from the proxy records, so a
+//! `rolltest report` rebuild from `records.csv` + `timeline.json` gives the
+//! same text.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+
+use super::facts::{Facts, PodFacts};
+use super::route::{span, to_i64};
+use super::{Input, ProxyMode, attribute};
+use crate::model::{Attribution, Cause, CauseGroup, ErrorKind, Outcome, RequestRecord};
+
+/// Builds the groups (see [`super::groups`]).
+pub(crate) fn build(input: &Input, by_seq: &HashMap<u64, &Attribution>) -> Vec<CauseGroup> {
+    let failed = || {
+        input
+            .records
+            .iter()
+            .filter(|r| matches!(r.outcome, Outcome::Failed(_)))
+    };
+    let missing = failed().any(|r| !by_seq.contains_key(&r.seq) && r.cause.is_none());
+    let fresh: Vec<Attribution> = if missing {
+        attribute(input)
+    } else {
+        Vec::new()
+    };
+    let fresh: HashMap<u64, &Attribution> = fresh.iter().map(|a| (a.seq, a)).collect();
+
+    let mut groups: BTreeMap<(Cause, Option<&str>), Vec<&RequestRecord>> = BTreeMap::new();
+    for r in failed() {
+        let (cause, pod) = match by_seq.get(&r.seq).or_else(|| fresh.get(&r.seq)) {
+            Some(a) => (a.cause, a.pod.as_deref()),
+            None => (r.cause.unwrap_or(Cause::Unexplained), r.pod.as_deref()),
+        };
+        let pod = if cause == Cause::Capacity { None } else { pod };
+        groups.entry((cause, pod)).or_default().push(r);
+    }
+
+    let slack = input.proxy_mode.slack_us();
+    let ev = Evidence {
+        facts: Facts::build(input.timeline, slack),
+        input,
+        slack: to_i64(slack),
+        allowance: to_i64(input.propagation_allowance_us),
+        slowest_ok: input
+            .records
+            .iter()
+            .filter(|r| r.outcome == Outcome::Ok)
+            .filter_map(|r| r.latency_us)
+            .max()
+            .map_or(0, to_i64),
+    };
+    let mut out: Vec<CauseGroup> = groups
+        .into_iter()
+        .map(|((cause, pod), mut recs)| {
+            recs.sort_by_key(|r| (span(r).0, r.seq));
+            ev.group(cause, pod, &recs)
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        (a.cause, std::cmp::Reverse(a.count), &a.pod).cmp(&(
+            b.cause,
+            std::cmp::Reverse(b.count),
+            &b.pod,
+        ))
+    });
+    out
+}
+
+struct Evidence<'a> {
+    facts: Facts,
+    input: &'a Input<'a>,
+    slack: i64,
+    allowance: i64,
+    /// The slowest ok request's latency (µs): what a drain must outlast.
+    slowest_ok: i64,
+}
+
+impl Evidence<'_> {
+    fn group(&self, cause: Cause, pod: Option<&str>, recs: &[&RequestRecord]) -> CauseGroup {
+        let mut kinds: BTreeMap<ErrorKind, u64> = BTreeMap::new();
+        for r in recs {
+            if let Some(k) = r.outcome.error_kind() {
+                *kinds.entry(k).or_default() += 1;
+            }
+        }
+        let first = recs.first().map_or(0, |r| span(r).0);
+        let last = recs.last().map_or(0, |r| span(r).0);
+        let facts = pod.and_then(|p| self.facts.pod(p));
+        let (evidence, fix) = match (cause, facts) {
+            (Cause::EndpointLag, Some(p)) => self.endpoint_lag(p, recs),
+            (Cause::KilledInFlight, Some(p)) => self.killed(p, recs),
+            (Cause::NotReady, Some(p)) => self.not_ready(p, recs),
+            (Cause::Capacity, _) => self.capacity(recs),
+            (Cause::Unexplained, _) => self.unexplained(pod, recs),
+            (_, None) => self.unknown_pod(cause, pod, recs),
+        };
+        CauseGroup {
+            cause,
+            pod: pod.map(str::to_owned),
+            count: recs.len() as u64,
+            first_us: super::facts::to_u64(first),
+            last_us: super::facts::to_u64(last),
+            kinds,
+            evidence,
+            fix,
+        }
+    }
+
+    /// Seconds from the load's start, 2 decimals.
+    fn at(&self, t: i64) -> String {
+        secs(t - to_i64(self.input.load_started_us))
+    }
+
+    fn span_text(&self, recs: &[&RequestRecord]) -> String {
+        let first = recs.first().map_or(0, |r| span(r).0);
+        let last = recs.last().map_or(0, |r| span(r).0);
+        if recs.len() <= 1 {
+            format!("at {}", self.at(first))
+        } else {
+            format!("between {} and {}", self.at(first), self.at(last))
+        }
+    }
+
+    fn endpoint_lag(&self, p: &PodFacts, recs: &[&RequestRecord]) -> (String, String) {
+        let mut ev = format!("pod {}", p.name);
+        match (p.sigterm, p.gone()) {
+            (Some(t), Some(x)) if x > t => {
+                let _ = write!(
+                    ev,
+                    " got SIGTERM at {} and exited at {}",
+                    self.at(t),
+                    self.at(x)
+                );
+            }
+            (_, Some(x)) => {
+                let _ = write!(ev, " exited at {}", self.at(x));
+            }
+            (Some(t), None) => {
+                let _ = write!(ev, " got SIGTERM at {} and stopped listening", self.at(t));
+            }
+            (None, None) => match p.deletion {
+                Some(d) => {
+                    let _ = write!(ev, " was deleted at {} and stopped serving", self.at(d));
+                }
+                None => ev.push_str(" stopped serving"),
+            },
+        }
+        match (p.proxy_removed, p.slice_unready) {
+            (Some(t), _) => {
+                let _ = write!(ev, "; the proxy still routed to it until {}", self.at(t));
+            }
+            (None, Some(t)) => {
+                let _ = write!(
+                    ev,
+                    "; the EndpointSlice marked it not ready at {} and node proxies may route to it for {} more (until {})",
+                    self.at(t),
+                    secs(self.allowance),
+                    self.at(t.saturating_add(self.allowance))
+                );
+            }
+            (None, None) => ev.push_str("; no endpoint update removing it was seen"),
+        }
+        let _ = write!(ev, "; {} {}", kinds_phrase(recs), self.span_text(recs));
+        (ev, self.prestop_fix(p))
+    }
+
+    /// preStop sleep ≥ ceil(slowest propagation + 0.5 s): the 0.5 s margin
+    /// absorbs run-to-run jitter of the proxies' sync, and whole seconds
+    /// because `sleep` and the kubelet's grace arithmetic (it truncates the
+    /// hook's duration to seconds) work in seconds.
+    fn prestop_fix(&self, p: &PodFacts) -> String {
+        let external = self.input.proxy_mode == ProxyMode::External;
+        let total = |q: &PodFacts| -> Option<(i64, i64)> {
+            let d = q.deletion?;
+            if external {
+                let s = q.slice_unready?;
+                Some((s - d, s - d + self.allowance))
+            } else {
+                let t = q.proxy_removed.or(q.slice_unready)?;
+                Some((t - d, t - d))
+            }
+        };
+        let slowest = self
+            .facts
+            .pods
+            .iter()
+            .filter_map(total)
+            .max_by_key(|x| x.1)
+            .or_else(|| total(p));
+        let Some((measured, with_allowance)) = slowest else {
+            return "preStop sleep longer than the endpoint propagation (none was measured in this run), and terminationGracePeriodSeconds above preStop + drain".into();
+        };
+        let n = whole_seconds(with_allowance.max(0) + 500_000).max(1);
+        if external {
+            format!(
+                "preStop sleep ≥ {n} s (and terminationGracePeriodSeconds above preStop + drain): the slowest EndpointSlice update measured was {} after deletion, plus {} allowed for node proxies to follow it",
+                secs(measured),
+                secs(self.allowance)
+            )
+        } else {
+            format!(
+                "preStop sleep ≥ {n} s (and terminationGracePeriodSeconds above preStop + drain): the slowest endpoint propagation measured was {}",
+                secs(measured)
+            )
+        }
+    }
+
+    fn killed(&self, p: &PodFacts, recs: &[&RequestRecord]) -> (String, String) {
+        let gone = p.gone();
+        let in_flight = recs
+            .iter()
+            .filter(|r| {
+                let (s, e) = span(r);
+                gone.is_some_and(|g| s < g + super::rules::IN_FLIGHT_LEAD_US && g <= e + self.slack)
+            })
+            .count();
+        let pinned = recs.len() - in_flight;
+        let mut steps = Vec::new();
+        if let Some(d) = p.deletion {
+            steps.push(format!("deleted at {}", self.at(d)));
+        }
+        if let (Some(a), Some(b)) = p.prestop {
+            steps.push(format!("preStop {}–{}", self.at(a), self.at(b)));
+        }
+        if let Some(t) = p.sigterm {
+            steps.push(format!("SIGTERM at {}", self.at(t)));
+        }
+        if let Some(k) = p.sigkill {
+            steps.push(format!("SIGKILL at {} (grace period over)", self.at(k)));
+        }
+        if let Some((x, code, signal)) = p.exit {
+            let how = match (code, signal) {
+                (_, Some(sig)) => format!(" (signal {sig})"),
+                (Some(c), None) => format!(" (exit code {c})"),
+                (None, None) => String::new(),
+            };
+            let after = p
+                .sigterm
+                .filter(|t| x >= *t)
+                .map(|t| format!(", {} ms after SIGTERM", (x - t) / 1000))
+                .unwrap_or_default();
+            steps.push(format!("exited at {}{how}{after}", self.at(x)));
+        }
+        let mut ev = format!("pod {}: {}", p.name, steps.join(", "));
+        let mut parts = Vec::new();
+        if in_flight > 0 {
+            parts.push(format!(
+                "{} in flight when it exited",
+                plural(in_flight as u64, "request was", "requests were")
+            ));
+        }
+        if pinned > 0 {
+            parts.push(format!(
+                "{} sent on keep-alive connections pinned to it and cut while it terminated",
+                plural(pinned as u64, "request", "requests")
+            ));
+        }
+        let _ = write!(ev, "; {} ({})", parts.join(", "), kinds_phrase(recs));
+
+        // Grace ≥ preStop + drain + 1 s: the drain must outlast the slowest
+        // request the app serves (the longest ok or failed latency seen).
+        let prestop = self
+            .facts
+            .pods
+            .iter()
+            .filter_map(|q| Some(q.prestop.1? - q.prestop.0?))
+            .max()
+            .unwrap_or(0)
+            .max(0);
+        let drain = recs
+            .iter()
+            .filter_map(|r| r.latency_us)
+            .map(to_i64)
+            .fold(self.slowest_ok, i64::max);
+        let grace = whole_seconds(prestop + drain + 1_000_000);
+        let sizing = format!(
+            "terminationGracePeriodSeconds ≥ {grace} s covers preStop (measured {}) + drain (the slowest request took {}) + 1 s",
+            secs(prestop),
+            secs(drain)
+        );
+        let fix = match (p.sigkill, p.sigterm, p.exit) {
+            (Some(_), _, _) => format!(
+                "the grace period ran out and SIGKILL cut the requests: {sizing}; drain on SIGTERM (finish in-flight requests, close keep-alive connections after their response)"
+            ),
+            _ => format!(
+                "drain on SIGTERM: keep serving in-flight requests and close keep-alive connections only after their current response (`Connection: close`), then exit; {sizing}"
+            ),
+        };
+        (ev, fix)
+    }
+
+    fn not_ready(&self, p: &PodFacts, recs: &[&RequestRecord]) -> (String, String) {
+        let first = recs.first().map_or(0, |r| span(r).0);
+        let last = recs.last().map_or(0, |r| span(r).0);
+        let since = p.ready_since(first + self.slack);
+        let mut ev = match since {
+            Some(t) => format!("pod {} became Ready at {}", p.name, self.at(t)),
+            None => format!("pod {} counted as Ready", p.name),
+        };
+        if let Some((x, code)) = p
+            .crash_exits
+            .iter()
+            .find(|(x, _)| *x <= last + self.slack && since.is_none_or(|t| *x >= t))
+        {
+            let code = code
+                .map(|c| format!(" (exit code {c})"))
+                .unwrap_or_default();
+            let _ = write!(
+                ev,
+                "; its container exited at {}{code} without a deletion",
+                self.at(*x)
+            );
+        }
+        let _ = write!(
+            ev,
+            "; {} {} while it counted as Ready",
+            kinds_phrase(recs),
+            self.span_text(recs)
+        );
+        let window = since.map_or(0, |t| last - t);
+        let fix = format!(
+            "honest readiness: the readiness probe must fail until the app can serve and while a dependency is down; a startupProbe for slow starts; minReadySeconds ≥ {} s (it was still failing {} after Ready)",
+            whole_seconds(window.max(0)).max(1),
+            secs(window.max(0))
+        );
+        (ev, fix)
+    }
+
+    fn capacity(&self, recs: &[&RequestRecord]) -> (String, String) {
+        let mut tally: BTreeMap<(i64, i64), (u64, u32, Option<i32>)> = BTreeMap::new();
+        let mut none = 0u64;
+        for r in recs {
+            let (s, e) = span(r);
+            match self
+                .facts
+                .deficit_overlapping(s - self.slack, e + self.slack)
+            {
+                Some(d) => {
+                    tally
+                        .entry((d.start, d.end))
+                        .or_insert((0, d.min_ready, d.desired))
+                        .0 += 1;
+                }
+                None => none += 1,
+            }
+        }
+        let top = tally
+            .iter()
+            .max_by_key(|(k, v)| (v.0, std::cmp::Reverse(k.0)));
+        let mut ev = match top {
+            Some((&(start, end), &(_, ready, desired))) => {
+                let until = if end == i64::MAX {
+                    "the end of the run".to_owned()
+                } else {
+                    self.at(end)
+                };
+                let what = match desired {
+                    Some(d) => format!("only {ready} of {d} desired endpoints were ready"),
+                    None => format!("only {ready} endpoints were ready"),
+                };
+                format!("between {} and {until} {what}", self.at(start))
+            }
+            None => "the proxy had no ready endpoint".to_owned(),
+        };
+        let _ = write!(ev, "; {} {}", kinds_phrase(recs), self.span_text(recs));
+        let others = tally.len().saturating_sub(1);
+        if others > 0 || (none > 0 && top.is_some()) {
+            let _ = write!(
+                ev,
+                " ({} other shortfall interval(s), {} with no ready endpoint in the proxy)",
+                others, none
+            );
+        }
+        let fix = "maxUnavailable: 0 and maxSurge ≥ 1, so a rollout adds a Ready pod before it removes one, and a PodDisruptionBudget (e.g. maxUnavailable: 1) so drains and evictions wait for Ready replacements".to_owned();
+        (ev, fix)
+    }
+
+    fn unexplained(&self, pod: Option<&str>, recs: &[&RequestRecord]) -> (String, String) {
+        let on = pod.map(|p| format!(" on pod {p}")).unwrap_or_default();
+        let ev = format!(
+            "{}{on} {}: no pod exit, endpoint lag, readiness failure or capacity shortfall in the timeline accounts for them",
+            kinds_phrase(recs),
+            self.span_text(recs)
+        );
+        let fix = "read the app's logs at those times; if the timeline misses events (a watch disconnected), rerun".to_owned();
+        (ev, fix)
+    }
+
+    /// A pod the timeline never names (its events were not observed).
+    fn unknown_pod(
+        &self,
+        cause: Cause,
+        pod: Option<&str>,
+        recs: &[&RequestRecord],
+    ) -> (String, String) {
+        let ev = format!(
+            "{} {} on pod {} ({}); the timeline has no events for that pod",
+            kinds_phrase(recs),
+            self.span_text(recs),
+            pod.unwrap_or("?"),
+            cause.as_str()
+        );
+        (
+            ev,
+            "rerun with the pod watchers working to see its lifecycle".into(),
+        )
+    }
+}
+
+/// "41 requests refused, 3 reset, 2 answered 503".
+fn kinds_phrase(recs: &[&RequestRecord]) -> String {
+    let mut counts: BTreeMap<(usize, String), u64> = BTreeMap::new();
+    for r in recs {
+        let Some(k) = r.outcome.error_kind() else {
+            continue;
+        };
+        let label = match (k, r.status) {
+            (ErrorKind::ConnectRefused, _) => "refused".to_owned(),
+            (ErrorKind::ConnectionReset, _) => "reset".to_owned(),
+            (ErrorKind::Timeout, _) => "timed out".to_owned(),
+            (ErrorKind::Http5xx | ErrorKind::Http4xx, Some(s)) => format!("answered {s}"),
+            (ErrorKind::Http5xx, None) => "answered 5xx".to_owned(),
+            (ErrorKind::Http4xx, None) => "answered 4xx".to_owned(),
+            (ErrorKind::Other, _) => "failed otherwise".to_owned(),
+        };
+        *counts.entry((k.index(), label)).or_default() += 1;
+    }
+    let mut out = String::new();
+    for (i, ((_, label), n)) in counts.iter().enumerate() {
+        if i == 0 {
+            let _ = write!(out, "{} {label}", plural(*n, "request", "requests"));
+        } else {
+            let _ = write!(out, ", {n} {label}");
+        }
+    }
+    out
+}
+
+fn plural(n: u64, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
+
+/// µs as "1.49 s".
+fn secs(us: i64) -> String {
+    format!("{:.2} s", us as f64 / 1e6)
+}
+
+/// µs rounded up to whole seconds.
+fn whole_seconds(us: i64) -> i64 {
+    (us.max(0) + 999_999) / 1_000_000
+}

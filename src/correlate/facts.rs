@@ -1,0 +1,350 @@
+//! Per-pod facts from the timeline and the capacity shortfall intervals.
+//!
+//! Every time is `LifecycleEvent::when_us()` (the server's `eventTime` where
+//! it is precise, else the local observation), as `i64` µs on the run clock.
+
+use std::collections::HashMap;
+
+use crate::model::{LifecycleKind, PodPropagation, Timeline};
+
+/// What the timeline says about one pod.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PodFacts {
+    /// The pod's name.
+    pub name: String,
+    /// `[PodReady, PodNotReady)` intervals; an open one ends at `i64::MAX`.
+    pub ready: Vec<(i64, i64)>,
+    /// `deletionTimestamp` was set (first observation).
+    pub deletion: Option<i64>,
+    /// SIGTERM sent as part of termination.
+    pub sigterm: Option<i64>,
+    /// The preStop hook started / finished.
+    pub prestop: (Option<i64>, Option<i64>),
+    /// SIGKILL at the grace deadline.
+    pub sigkill: Option<i64>,
+    /// The container exited as part of termination, with its code / signal.
+    pub exit: Option<(i64, Option<i32>, Option<i32>)>,
+    /// Exits without a deletion before them (crashes, liveness restarts).
+    pub crash_exits: Vec<(i64, Option<i32>)>,
+    /// The EndpointSlice stopped listing it as ready, after the deletion.
+    pub slice_unready: Option<i64>,
+    /// The embedded proxy applied its removal (not ready or gone), after the
+    /// deletion.
+    pub proxy_removed: Option<i64>,
+}
+
+impl PodFacts {
+    /// When the pod stopped serving new traffic as part of termination: the
+    /// earlier of SIGTERM and the exit (an app that drains closes its
+    /// listener on SIGTERM; one that ignores it serves until it dies).
+    pub fn stop(&self) -> Option<i64> {
+        let exit = self.gone();
+        match (self.sigterm, exit) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// When the process ended as part of termination: the exit, else the
+    /// SIGKILL.
+    pub fn gone(&self) -> Option<i64> {
+        self.exit.map(|e| e.0).or(self.sigkill)
+    }
+
+    /// The last moment a proxy may route new traffic to the pod after its
+    /// deletion: the embedded proxy's removal, else the slice update plus the
+    /// allowance for node proxies to follow it. `None`: never seen removed.
+    pub fn routed_until(&self, allowance: i64) -> Option<i64> {
+        self.proxy_removed
+            .or(self.slice_unready.map(|s| s.saturating_add(allowance)))
+    }
+
+    /// The start of the latest ready interval that began at or before `t`.
+    pub fn ready_since(&self, t: i64) -> Option<i64> {
+        self.ready
+            .iter()
+            .rev()
+            .find(|(start, _)| *start <= t)
+            .map(|(start, _)| *start)
+    }
+
+    /// Whether the pod has any readiness fact at all.
+    pub fn has_readiness(&self) -> bool {
+        !self.ready.is_empty()
+    }
+}
+
+/// Ready endpoints below the desired replicas (or none at all), over
+/// `[start, end)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Deficit {
+    /// Start (µs).
+    pub start: i64,
+    /// End (µs, `i64::MAX`: until the end of the run).
+    pub end: i64,
+    /// The fewest ready endpoints in the interval.
+    pub min_ready: u32,
+    /// The desired replicas (the most in the interval), when known.
+    pub desired: Option<i32>,
+}
+
+/// Everything the rules read from the timeline.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Facts {
+    /// Per pod, in order of first appearance.
+    pub pods: Vec<PodFacts>,
+    index: HashMap<String, usize>,
+    /// Capacity shortfall intervals, sorted and disjoint.
+    pub deficits: Vec<Deficit>,
+}
+
+impl Facts {
+    /// Reads the timeline. `slack` (µs) tolerates events of one termination
+    /// observed slightly out of order (a kubelet event's `eventTime` a few
+    /// ms before the pod watch saw the deletion).
+    pub fn build(timeline: &Timeline, slack: u64) -> Facts {
+        let slack = i64::try_from(slack).unwrap_or(i64::MAX);
+        let mut events: Vec<(i64, usize)> = timeline
+            .events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.when_us(), i))
+            .collect();
+        events.sort_unstable();
+
+        let mut facts = Facts::default();
+        // Raw per-pod lists, resolved against the deletion afterwards.
+        let mut raw: Vec<Raw> = Vec::new();
+        let mut ready_series: Vec<(i64, u32)> = Vec::new();
+        let mut view_series: Vec<(i64, u32)> = Vec::new();
+        let mut desired_series: Vec<(i64, i32)> = Vec::new();
+        for &(t, i) in &events {
+            let e = &timeline.events[i];
+            match &e.kind {
+                LifecycleKind::ProxyView { ready, .. } => view_series.push((t, *ready)),
+                LifecycleKind::EndpointsCount { ready, .. } => ready_series.push((t, *ready)),
+                LifecycleKind::DeploymentStatus { replicas, .. } => {
+                    desired_series.push((t, *replicas))
+                }
+                _ => {}
+            }
+            let Some(pod) = e.pod.as_deref() else {
+                continue;
+            };
+            let idx = facts.pod_index_or_insert(pod);
+            if raw.len() <= idx {
+                raw.resize_with(idx + 1, Raw::default);
+            }
+            let (p, r) = (&mut facts.pods[idx], &mut raw[idx]);
+            match &e.kind {
+                LifecycleKind::PodReady if p.ready.last().is_none_or(|iv| iv.1 != i64::MAX) => {
+                    p.ready.push((t, i64::MAX));
+                }
+                LifecycleKind::PodNotReady => {
+                    if let Some(iv) = p.ready.last_mut()
+                        && iv.1 == i64::MAX
+                    {
+                        iv.1 = t;
+                    }
+                }
+                LifecycleKind::DeletionRequested { .. } => {
+                    p.deletion = Some(p.deletion.map_or(t, |d| d.min(t)));
+                }
+                LifecycleKind::SigtermSent => r.sigterms.push(t),
+                LifecycleKind::SigkillSent => r.sigkills.push(t),
+                LifecycleKind::PreStopStarted => r.prestop_starts.push(t),
+                LifecycleKind::PreStopFinished => r.prestop_ends.push(t),
+                LifecycleKind::ContainerExited {
+                    exit_code, signal, ..
+                } => r.exits.push((t, *exit_code, *signal)),
+                LifecycleKind::EndpointChanged { ready: false, .. }
+                | LifecycleKind::EndpointRemoved => r.slice_unready.push(t),
+                LifecycleKind::ProxyApplied { present, ready, .. } if !*present || !*ready => {
+                    r.proxy_removed.push(t)
+                }
+                _ => {}
+            }
+        }
+        for (p, r) in facts.pods.iter_mut().zip(raw) {
+            r.resolve(p, slack);
+        }
+        let ready = if view_series.is_empty() {
+            ready_series
+        } else {
+            view_series
+        };
+        facts.deficits = deficits(&ready, &desired_series);
+        facts
+    }
+
+    fn pod_index_or_insert(&mut self, pod: &str) -> usize {
+        if let Some(&i) = self.index.get(pod) {
+            return i;
+        }
+        let i = self.pods.len();
+        self.pods.push(PodFacts {
+            name: pod.to_owned(),
+            ..PodFacts::default()
+        });
+        self.index.insert(pod.to_owned(), i);
+        i
+    }
+
+    /// The facts of one pod, if the timeline names it.
+    pub fn pod(&self, name: &str) -> Option<&PodFacts> {
+        self.index.get(name).map(|&i| &self.pods[i])
+    }
+
+    /// The shortfall interval overlapping `[a, b]`, if any (the latest one).
+    pub fn deficit_overlapping(&self, a: i64, b: i64) -> Option<&Deficit> {
+        let n = self.deficits.partition_point(|d| d.start <= b);
+        let d = self.deficits.get(n.checked_sub(1)?)?;
+        (d.end > a).then_some(d)
+    }
+
+    /// Deletion → slice → proxy, per deleted pod, by deletion time.
+    pub fn propagation(&self) -> Vec<PodPropagation> {
+        let mut out: Vec<PodPropagation> = self
+            .pods
+            .iter()
+            .filter_map(|p| {
+                let d = p.deletion?;
+                Some(PodPropagation {
+                    pod: p.name.clone(),
+                    deletion_us: to_u64(d),
+                    slice_us: p.slice_unready.map(to_u64),
+                    proxy_us: p.proxy_removed.map(to_u64),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.deletion_us.cmp(&b.deletion_us).then(a.pod.cmp(&b.pod)));
+        out
+    }
+}
+
+/// A run-clock time as `u64` (negative times clamp to 0).
+pub(crate) fn to_u64(t: i64) -> u64 {
+    u64::try_from(t).unwrap_or(0)
+}
+
+/// Events of one pod before they are resolved against its deletion.
+#[derive(Debug, Default)]
+struct Raw {
+    sigterms: Vec<i64>,
+    sigkills: Vec<i64>,
+    prestop_starts: Vec<i64>,
+    prestop_ends: Vec<i64>,
+    exits: Vec<(i64, Option<i32>, Option<i32>)>,
+    slice_unready: Vec<i64>,
+    proxy_removed: Vec<i64>,
+}
+
+impl Raw {
+    /// Keeps the first of each termination step at or after the deletion
+    /// (minus `slack`); exits before it are crashes. Without a deletion
+    /// nothing is termination: a SIGTERM then is a liveness restart.
+    fn resolve(self, p: &mut PodFacts, slack: i64) {
+        let Some(d) = p.deletion else {
+            p.crash_exits = self.exits.iter().map(|e| (e.0, e.1)).collect();
+            return;
+        };
+        let from = d.saturating_sub(slack);
+        let first = |v: &[i64]| v.iter().copied().find(|&t| t >= from);
+        p.sigterm = first(&self.sigterms);
+        p.sigkill = first(&self.sigkills);
+        p.prestop = (first(&self.prestop_starts), first(&self.prestop_ends));
+        p.slice_unready = first(&self.slice_unready);
+        p.proxy_removed = first(&self.proxy_removed);
+        p.exit = self.exits.iter().copied().find(|e| e.0 >= from);
+        p.crash_exits = self
+            .exits
+            .iter()
+            .filter(|e| e.0 < from)
+            .map(|e| (e.0, e.1))
+            .collect();
+    }
+}
+
+/// The intervals where the ready count (a step function) was below the
+/// desired replicas (another one), or zero.
+fn deficits(ready: &[(i64, u32)], desired: &[(i64, i32)]) -> Vec<Deficit> {
+    let mut out: Vec<Deficit> = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    let (mut cur_ready, mut cur_desired): (Option<u32>, Option<i32>) = (None, None);
+    while i < ready.len() || j < desired.len() {
+        let t = match (ready.get(i), desired.get(j)) {
+            (Some(a), Some(b)) => a.0.min(b.0),
+            (Some(a), None) => a.0,
+            (None, Some(b)) => b.0,
+            (None, None) => break,
+        };
+        while let Some(&(rt, v)) = ready.get(i)
+            && rt == t
+        {
+            cur_ready = Some(v);
+            i += 1;
+        }
+        while let Some(&(dt, v)) = desired.get(j)
+            && dt == t
+        {
+            cur_desired = Some(v);
+            j += 1;
+        }
+        let short = match cur_ready {
+            Some(r) => r == 0 || cur_desired.is_some_and(|d| i64::from(r) < i64::from(d)),
+            None => false,
+        };
+        let open = out.last_mut().filter(|d| d.end == i64::MAX);
+        match (short, open) {
+            (true, Some(d)) => {
+                d.min_ready = d.min_ready.min(cur_ready.unwrap_or(0));
+                d.desired = d.desired.max(cur_desired);
+            }
+            (true, None) => out.push(Deficit {
+                start: t,
+                end: i64::MAX,
+                min_ready: cur_ready.unwrap_or(0),
+                desired: cur_desired,
+            }),
+            (false, Some(d)) => d.end = t,
+            (false, None) => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deficits_follow_ready_below_desired() {
+        let ready = [(0, 3), (10, 2), (20, 3), (30, 0), (40, 3)];
+        let desired = [(0, 3)];
+        let d = deficits(&ready, &desired);
+        assert_eq!(
+            d,
+            vec![
+                Deficit {
+                    start: 10,
+                    end: 20,
+                    min_ready: 2,
+                    desired: Some(3)
+                },
+                Deficit {
+                    start: 30,
+                    end: 40,
+                    min_ready: 0,
+                    desired: Some(3)
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn zero_ready_is_a_deficit_without_desired() {
+        let d = deficits(&[(5, 1), (7, 0)], &[]);
+        assert_eq!(d.len(), 1);
+        assert_eq!((d[0].start, d[0].end, d[0].min_ready), (7, i64::MAX, 0));
+    }
+}
