@@ -1170,15 +1170,13 @@ fn a_simulated_l7_rollout_has_every_failure_explained() {
     let mut c = Case::new(ProxyMode::L7);
     c.conns = (0..4).map(|i| conn(i, 0)).collect();
     let mut want = Vec::new();
-    let mut rr = 0usize;
-    for seq in 0..2_000u64 {
+    for (rr, seq) in (0..2_000u64).enumerate() {
         let now = seq * 5;
         let view: Vec<_> = pods
             .iter()
             .filter(|p| p.1 <= now && now < removed(p.2))
             .collect();
         let &(name, _, d) = view[rr % view.len()];
-        rr += 1;
         let id = seq % 4;
         let lat = 4;
         let (outcome, cause) = if now >= stop(d) {
