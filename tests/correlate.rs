@@ -1080,3 +1080,138 @@ fn a_simulated_naive_rollout_has_every_failure_explained_l4_and_external() {
         .collect();
     assert_eq!(got, want, "external");
 }
+
+#[test]
+fn sigkill_at_the_grace_deadline_is_killed_in_flight_and_sizes_the_grace() {
+    // slow-1 runs a 5 s preStop, ignores SIGTERM and is SIGKILLed at the
+    // 10 s grace deadline; two requests of 1.5 s were on it.
+    let mut t = timeline();
+    for (ms, kind) in [
+        (0, LifecycleKind::PodReady),
+        (
+            50_000,
+            LifecycleKind::DeletionRequested { grace_seconds: 10 },
+        ),
+        (50_000, LifecycleKind::PreStopStarted),
+        (55_000, LifecycleKind::PreStopFinished),
+        (55_001, LifecycleKind::SigtermSent),
+        (60_000, LifecycleKind::SigkillSent),
+        (
+            60_002,
+            LifecycleKind::ContainerExited {
+                exit_code: Some(137),
+                signal: Some(9),
+                reason: Some("Error".into()),
+            },
+        ),
+    ] {
+        t.events.push(ev(ms, "slow-1", kind));
+    }
+    t.events.sort_by_key(|e| e.at_us);
+    let mut c = Case::new(ProxyMode::External);
+    c.records
+        .push(rec(0, 40_000, 1_500, Outcome::Ok).on(1).pod("slow-1"));
+    c.records
+        .push(rec(1, 59_000, 1_010, failed(ErrorKind::ConnectionReset)).on(1));
+    c.records
+        .push(rec(2, 59_500, 510, failed(ErrorKind::ConnectionReset)).on(1));
+    let input = c.input(&t);
+    let attrs = correlate::attribute(&input);
+    assert!(
+        attrs
+            .iter()
+            .all(|a| a.cause == Cause::KilledInFlight && a.pod.as_deref() == Some("slow-1"))
+    );
+    let groups = correlate::groups(&input, &attrs);
+    assert_eq!(groups.len(), 1);
+    assert_eq!(
+        groups[0].evidence,
+        "pod slow-1: deleted at 50.00 s, preStop 50.00 s–55.00 s, SIGTERM at 55.00 s, SIGKILL at \
+         60.00 s (grace period over), exited at 60.00 s (signal 9), 5001 ms after SIGTERM; \
+         2 requests were in flight when it exited (2 requests reset)"
+    );
+    // preStop 5 s + the slowest request 1.5 s + 1 s → 8 s (rounded up).
+    assert!(
+        groups[0].fix.starts_with(
+            "the grace period ran out and SIGKILL cut the requests: terminationGracePeriodSeconds ≥ 8 s"
+        ),
+        "{}",
+        groups[0].fix
+    );
+}
+
+/// The L7 proxy: a backend per request, a 502 when the backend is gone.
+#[test]
+fn a_simulated_l7_rollout_has_every_failure_explained() {
+    let pods = [
+        ("a1", 0u64, Some(5_500u64)),
+        ("b1", 5_000, None),
+        ("b2", 5_000, None),
+    ];
+    let stop = |d: Option<u64>| d.map_or(u64::MAX, |d| d + 6);
+    let exit = |d: Option<u64>| d.map_or(u64::MAX, |d| d + 9);
+    let removed = |d: Option<u64>| d.map_or(u64::MAX, |d| d + 1_300);
+    let mut events = vec![global(0, deployment(2))];
+    for &(name, ready, d) in &pods {
+        events.push(ev(ready, name, LifecycleKind::PodReady));
+        if let Some(d) = d {
+            events.push(ev(
+                d,
+                name,
+                LifecycleKind::DeletionRequested { grace_seconds: 30 },
+            ));
+            events.push(ev(stop(Some(d)), name, LifecycleKind::SigtermSent));
+            events.push(ev(exit(Some(d)), name, exited(0)));
+            events.push(ev(removed(Some(d)), name, proxy_applied(false)));
+        }
+    }
+    events.sort_by_key(|e| e.at_us);
+    let t = Timeline { events };
+    let mut c = Case::new(ProxyMode::L7);
+    c.conns = (0..4).map(|i| conn(i, 0)).collect();
+    let mut want = Vec::new();
+    for (rr, seq) in (0..2_000u64).enumerate() {
+        let now = seq * 5;
+        let view: Vec<_> = pods
+            .iter()
+            .filter(|p| p.1 <= now && now < removed(p.2))
+            .collect();
+        let &(name, _, d) = view[rr % view.len()];
+        let id = seq % 4;
+        let lat = 4;
+        let (outcome, cause) = if now >= stop(d) {
+            let o = ProxyOutcome::Proxy {
+                status: 502,
+                reason: ProxyFailure::ConnectFailed,
+            };
+            (o, Some(Cause::EndpointLag))
+        } else if exit(d) <= now + lat {
+            let o = ProxyOutcome::Proxy {
+                status: 502,
+                reason: ProxyFailure::BackendGone,
+            };
+            (o, Some(Cause::KilledInFlight))
+        } else {
+            (ProxyOutcome::Backend { status: 200 }, None)
+        };
+        c.proxy.push(prec(id, Some(name), now, now + lat, outcome));
+        let r = rec(seq, now, lat, Outcome::Ok).on(id);
+        c.records.push(match cause {
+            None => r.pod(name).status(200),
+            Some(cause) => {
+                want.push((seq, cause, name.to_owned()));
+                RequestRecord {
+                    outcome: failed(ErrorKind::Http5xx),
+                    ..r.status(502)
+                }
+            }
+        });
+    }
+    assert!(want.iter().any(|w| w.1 == Cause::EndpointLag));
+    assert!(want.iter().any(|w| w.1 == Cause::KilledInFlight));
+    let got: Vec<(u64, Cause, String)> = correlate::attribute(&c.input(&t))
+        .into_iter()
+        .map(|a| (a.seq, a.cause, a.pod.unwrap_or_default()))
+        .collect();
+    assert_eq!(got, want);
+}
