@@ -29,6 +29,7 @@ pub mod minicluster;
 pub mod model;
 pub mod progress;
 pub mod report;
+pub mod rollout;
 pub mod run;
 pub mod rundir;
 pub mod scenario;

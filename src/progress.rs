@@ -61,6 +61,21 @@ impl Progress {
         }
     }
 
+    /// A `'static` function that writes notes like [`Progress::note`] (for
+    /// tasks that outlive a borrow), silent when `quiet`.
+    pub fn notifier(&self, quiet: bool) -> impl Fn(&str) + Send + Sync + 'static {
+        let bar = self.bar.clone();
+        let visible = self.thread.is_some();
+        move |text: &str| {
+            if quiet {
+            } else if visible {
+                bar.println(text);
+            } else {
+                eprintln!("{text}");
+            }
+        }
+    }
+
     /// Stops and clears the bar.
     pub fn finish(mut self) {
         self.done.store(true, Ordering::Relaxed);

@@ -37,15 +37,16 @@ use crate::{
         proxy::ProxyMode,
     },
     model::{
-        Attribution, Cause, LifecycleEvent, Outcome, ProxyRecord, RequestRecord, RunClock, Severity, Timeline,
+        Attribution, LifecycleEvent, LifecycleKind, Outcome, ProxyRecord, RequestRecord, RunClock,
+        Severity, Timeline,
     },
     progress::Progress,
     report,
-    rundir::{self, RunDir},
     run::{RunError, START_MARGIN, print_summary},
+    rundir::{self, RunDir},
     scenario::{ClusterMode, ClusterSpec, EmbeddedSpec, ProxyKind, Scenario},
     summary::{Aggregate, ClusterFacts, PropagationStats, RunFacts, Summary},
-    timeline::{self, ProxyCollector, WatchTarget},
+    timeline::{self, WatchTarget, proxy::ProxyCollector},
     verdict::Verdict,
 };
 
@@ -385,7 +386,9 @@ pub(crate) fn finish(
     if let Some(c) = cluster
         && !c.problems.is_empty()
     {
-        summary.inconclusive_reasons.extend(c.problems.iter().cloned());
+        summary
+            .inconclusive_reasons
+            .extend(c.problems.iter().cloned());
         summary.verdict = Verdict::Inconclusive;
     }
     dir.write_summary(&summary)?;
@@ -395,7 +398,7 @@ pub(crate) fn finish(
             Outcome::Failed(kind) => Some(report::FailurePoint {
                 sent_us: r.sent_us.unwrap_or(r.intended_us),
                 pod: r.pod.clone(),
-                cause: r.cause.unwrap_or(Cause::Unexplained),
+                cause: r.cause,
                 kind,
             }),
             _ => None,
@@ -432,9 +435,10 @@ fn copy_manifests(dir: &RunDir, cluster: &ClusterSpec) -> Result<(), RunError> {
         })
     })?;
     for path in &cluster.manifests {
-        let name = path
-            .file_name()
-            .map_or_else(|| "manifest.yaml".into(), |n| n.to_string_lossy().into_owned());
+        let name = path.file_name().map_or_else(
+            || "manifest.yaml".into(),
+            |n| n.to_string_lossy().into_owned(),
+        );
         // Two files of the same name from different folders keep both.
         let mut dest = target.join(&name);
         let mut n = 2;
@@ -451,7 +455,9 @@ fn copy_manifests(dir: &RunDir, cluster: &ClusterSpec) -> Result<(), RunError> {
 
 /// Seconds from the load's start, for progress lines.
 fn secs_since(origin: Instant) -> f64 {
-    Instant::now().saturating_duration_since(origin).as_secs_f64()
+    Instant::now()
+        .saturating_duration_since(origin)
+        .as_secs_f64()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -554,7 +560,7 @@ async fn observe_cluster(
         subject.docs.len()
     ));
     let applied = k8s::apply(&k, &subject.docs).await?;
-    let progress_line = |line: &str| {
+    let progress_line = move |line: &str| {
         if !quiet {
             eprintln!("  {line}");
         }
@@ -600,10 +606,16 @@ async fn observe_cluster(
     let target_text = target.url.to_string();
 
     // Watchers and the proxy's reports feed one channel of lifecycle events.
+    // The embedded proxy's count of ready endpoints is published for the
+    // start of the load (below).
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<LifecycleEvent>();
+    let (view_tx, mut view_rx) = tokio::sync::watch::channel(0u32);
     let events_task = tokio::spawn(async move {
         let mut v = Vec::new();
         while let Some(e) = ev_rx.recv().await {
+            if let LifecycleKind::ProxyView { ready, .. } = e.kind {
+                let _ = view_tx.send(ready);
+            }
             v.push(e);
         }
         v
@@ -636,7 +648,27 @@ async fn observe_cluster(
 
     // The load: scheduled for the asked duration plus the longest the
     // rollout may take to settle; stopped (`finish`) once it has.
+    // Load starts once traffic can flow: in embedded mode when the proxy's
+    // own (lagging) view has every replica, so the first requests do not
+    // meet a proxy that has not heard of the pods yet; in every mode once
+    // the target answers.
+    if let (Some(_), ClusterMode::Embedded(spec)) = (embedded, &cluster.mode) {
+        let want = u32::try_from(ready.replicas).unwrap_or(0);
+        let wait = spec.propagation.max + Duration::from_secs(5);
+        let seen = matches!(
+            tokio::time::timeout(wait, view_rx.wait_for(|r| *r >= want)).await,
+            Ok(Ok(_))
+        );
+        if !seen {
+            say(&format!(
+                "  the proxy lists {} of {want} ready endpoint(s) after {}; starting anyway",
+                *view_rx.borrow(),
+                humantime::format_duration(wait)
+            ));
+        }
+    }
     let addr = loadgen::resolve(&target).await?;
+    warm_up(addr, &target, cluster.ready_timeout, &progress_line).await?;
     let mut spec = scenario.load.clone();
     spec.duration = scenario.load.duration + cluster.settle_timeout + cluster.tail;
     let origin = Instant::now() + START_MARGIN;
@@ -707,7 +739,7 @@ async fn observe_cluster(
         // Phase 3: the rollout complete and every old pod gone.
         let left = settle_deadline.saturating_duration_since(tokio::time::Instant::now());
         if !scenario.actions.is_empty() {
-            let note = |line: &str| progress.note(line);
+            let note = progress.notifier(quiet);
             tokio::select! {
                 _ = &mut ctrl_c => return true,
                 settled = k8s::wait_settled(&k, &subject.deployment, left.max(Duration::from_secs(1)), Some(&note)) => {
@@ -779,6 +811,84 @@ async fn observe_cluster(
     })
 }
 
+/// Sends single requests to the target until 5 in a row answer below 500
+/// (bounded by `timeout`): proves the URL reaches the app before any
+/// request is counted.
+async fn warm_up(
+    addr: std::net::SocketAddr,
+    target: &crate::scenario::Target,
+    timeout: Duration,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<(), RunError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = target
+        .url
+        .authority()
+        .map_or_else(|| addr.to_string(), |a| a.to_string());
+    let path = target.url.path_and_query().map_or("/", |p| p.as_str());
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nhost: {host}\r\nuser-agent: rolltest-warmup\r\nconnection: close\r\n\r\n"
+    );
+    let started = Instant::now();
+    let mut in_a_row = 0;
+    let mut last = String::from("no answer yet");
+    let mut reported = Instant::now();
+    while in_a_row < 5 {
+        if started.elapsed() > timeout {
+            return Err(RunError::Setup(format!(
+                "the target {} never answered 5 requests in a row below 500 within {} (last: {last}); check [target]",
+                target.url,
+                humantime::format_duration(timeout)
+            )));
+        }
+        let attempt = async {
+            let mut stream = tokio::net::TcpStream::connect(addr).await?;
+            stream.write_all(request.as_bytes()).await?;
+            let mut head = vec![0u8; 64];
+            let n = stream.read(&mut head).await?;
+            Ok::<_, std::io::Error>(String::from_utf8_lossy(&head[..n]).into_owned())
+        };
+        let status = match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+            Ok(Ok(head)) => head
+                .split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse::<u16>().ok()),
+            Ok(Err(e)) => {
+                last = e.to_string();
+                None
+            }
+            Err(_) => {
+                last = "timed out".into();
+                None
+            }
+        };
+        match status {
+            Some(code) if code < 500 => in_a_row += 1,
+            Some(code) => {
+                last = format!("HTTP {code}");
+                in_a_row = 0;
+            }
+            None => in_a_row = 0,
+        }
+        if in_a_row < 5 {
+            if reported.elapsed() > Duration::from_secs(5) {
+                progress(&format!(
+                    "waiting for the target {} to answer ({last})",
+                    target.url
+                ));
+                reported = Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(if status.is_some() {
+                20
+            } else {
+                200
+            }))
+            .await;
+        }
+    }
+    Ok(())
+}
+
 type ActionDone = Result<
     (
         crate::scenario::Action,
@@ -797,7 +907,11 @@ fn note_action(progress: &Progress, origin: Instant, done: ActionDone, problems:
             report.detail
         )),
         Ok((action, Err(e))) => {
-            let text = format!("action {} ({}) failed: {e}", action.index, action.kind.name());
+            let text = format!(
+                "action {} ({}) failed: {e}",
+                action.index,
+                action.kind.name()
+            );
             progress.note(&text);
             problems.push(text);
         }

@@ -132,7 +132,8 @@ pub fn run_scenario(opts: RunOptions) -> Result<ExitStatus, RunError> {
     if let Some(cluster) = &scenario.cluster {
         if opts.check_only {
             let line = crate::rollout::check(&scenario, cluster)?;
-            println!("{}: ok: scenario {:?}, {} req/s for {}; {line}",
+            println!(
+                "{}: ok: scenario {:?}, {} req/s for {}; {line}",
                 opts.scenario.display(),
                 scenario.name,
                 scenario.load.rate,
@@ -342,20 +343,19 @@ pub fn rebuild_report(path: &Path) -> Result<ExitStatus, RunError> {
     if let Some(cluster) = &facts.cluster {
         let mut records = Vec::new();
         dir.read_records(|r| records.push(r))?;
-        let timeline: crate::model::Timeline =
-            serde_json::from_str(&dir.read(rundir::TIMELINE)?).map_err(|e| {
-                RunError::Setup(format!(
-                    "{}: not a rolltest timeline: {e}",
-                    dir.file(rundir::TIMELINE).display()
-                ))
-            })?;
+        let timeline: crate::model::Timeline = serde_json::from_str(&dir.read(rundir::TIMELINE)?)
+            .map_err(|e| {
+            RunError::Setup(format!(
+                "{}: not a rolltest timeline: {e}",
+                dir.file(rundir::TIMELINE).display()
+            ))
+        })?;
         let mode = match cluster.proxy.as_str() {
             "l4" => crate::correlate::ProxyMode::L4,
             "l7" => crate::correlate::ProxyMode::L7,
             _ => crate::correlate::ProxyMode::External,
         };
-        let summary =
-            crate::rollout::finish(&dir, &facts, &records, &timeline, &scenario, mode)?;
+        let summary = crate::rollout::finish(&dir, &facts, &records, &timeline, &scenario, mode)?;
         return Ok(summary.verdict.exit_status());
     }
     let duration_us = (facts.duration_s * 1e6).round() as u64;
@@ -419,7 +419,10 @@ pub(crate) fn print_summary(s: &Summary, dir: &Path) {
         println!("    fix: {}", g.fix);
     }
     if s.causes.len() > SHOWN {
-        println!("  ... {} more cause groups in the report", s.causes.len() - SHOWN);
+        println!(
+            "  ... {} more cause groups in the report",
+            s.causes.len() - SHOWN
+        );
     }
     if let Some(p) = &s.propagation
         && let Some(max) = p.max_ms

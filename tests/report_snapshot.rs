@@ -611,6 +611,7 @@ fn rollout_facts(scenario: &str) -> RunFacts {
         interrupted: false,
         connections: 4,
         rolltest_version: "0.1.0".into(),
+        cluster: None,
     }
 }
 

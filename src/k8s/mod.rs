@@ -186,6 +186,24 @@ pub enum K8sError {
     },
 }
 
+impl K8sError {
+    /// Whether the user's input is at fault (a manifest the cluster refused
+    /// as invalid, an unknown kind, a kubeconfig or context that does not
+    /// exist): exit code 2 rather than 3.
+    pub fn is_input_error(&self) -> bool {
+        matches!(
+            self,
+            K8sError::NoKubeconfig
+                | K8sError::Kubeconfig { .. }
+                | K8sError::ContextNotFound { .. }
+                | K8sError::NoCurrentContext { .. }
+                | K8sError::InvalidManifest { .. }
+                | K8sError::UnknownKind { .. }
+                | K8sError::ClusterScoped { .. }
+        )
+    }
+}
+
 fn list_or_none(items: &[String]) -> String {
     if items.is_empty() {
         "none".into()

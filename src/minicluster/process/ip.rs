@@ -48,13 +48,18 @@ impl IpAllocator {
     /// The next unused address, or [`ProcessError::IpsExhausted`] after
     /// about 16.6 million pods.
     pub fn allocate(&self) -> Result<Ipv4Addr, ProcessError> {
-        let n = NEXT
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                (n < HOSTS * SUBNETS).then_some(n + 1)
-            })
-            .map_err(|_| ProcessError::IpsExhausted)?;
+        let n = take(&NEXT)?;
         Ok(address((process_base() + n) % (HOSTS * SUBNETS)))
     }
+}
+
+/// The next index of a sequence, until every address has been handed out.
+fn take(counter: &AtomicU32) -> Result<u32, ProcessError> {
+    counter
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            (n < HOSTS * SUBNETS).then_some(n + 1)
+        })
+        .map_err(|_| ProcessError::IpsExhausted)
 }
 
 /// The `n`th address (0-based).
@@ -98,13 +103,14 @@ mod tests {
 
     #[test]
     fn never_reuses_and_ends() {
-        let a = IpAllocator::new();
-        let first = a.allocate().ok();
-        let second = a.allocate().ok();
-        assert_eq!(first, Some(Ipv4Addr::new(127, 0, 1, 1)));
-        assert_eq!(second, Some(Ipv4Addr::new(127, 0, 1, 2)));
-        a.next.store(HOSTS * SUBNETS - 1, Ordering::Relaxed);
-        assert!(a.allocate().is_ok());
-        assert!(matches!(a.allocate(), Err(ProcessError::IpsExhausted)));
+        let counter = AtomicU32::new(0);
+        assert_eq!(take(&counter).ok(), Some(0));
+        assert_eq!(take(&counter).ok(), Some(1));
+        counter.store(HOSTS * SUBNETS - 1, Ordering::Relaxed);
+        assert!(take(&counter).is_ok());
+        assert!(matches!(take(&counter), Err(ProcessError::IpsExhausted)));
+        // The process's sequence starts in its own block, never in 127.0.0.x.
+        let first = address(process_base());
+        assert!(first.octets()[1] > 0 || first.octets()[2] > 0, "{first}");
     }
 }
