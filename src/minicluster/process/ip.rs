@@ -5,8 +5,8 @@
 //!
 //! Every allocator of a process draws from one process-wide sequence, so two
 //! clusters in one process (parallel tests) never hand out the same address;
-//! each process starts its sequence in its own block of 16 subnets (chosen by
-//! its pid), so clusters of two rolltest processes started at the same moment
+//! each process starts its sequence in one of 15 blocks of 16 subnets
+//! (chosen by its pid: 127.0.1.x, 127.0.17.x, …), so clusters of two rolltest processes started at the same moment
 //! do not race for the same addresses either. An address another program
 //! holds is skipped by [`IpAllocator::allocate_free`].
 
@@ -27,9 +27,12 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 /// Subnets per process block.
 const BLOCK_SUBNETS: u32 = 16;
 
+/// Blocks in 127.0.1.0–127.0.240.255, so pod addresses stay 127.0.X.N.
+const BLOCKS: u32 = 15;
+
 /// This process's first address index: its block of 16 subnets.
 fn process_base() -> u32 {
-    (std::process::id() % (SUBNETS / BLOCK_SUBNETS)) * BLOCK_SUBNETS * HOSTS
+    (std::process::id() % BLOCKS) * BLOCK_SUBNETS * HOSTS
 }
 
 /// Hands out pod IPs in order, never twice in this process. Cheap to share
