@@ -686,7 +686,7 @@ async fn observe_cluster(
     )?;
     *writer_slot = Some(writer);
     let progress = Progress::start(scenario.load.duration, live, quiet);
-    progress.note(&format!(
+    progress.notifier(quiet)(&format!(
         "load: {} req/s to {target_text}; {} action(s)",
         scenario.load.rate,
         scenario.actions.len()
@@ -706,6 +706,8 @@ async fn observe_cluster(
     }
 
     let mut problems = Vec::new();
+    let mut cordoned = Vec::new();
+    let note = progress.notifier(quiet);
     let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
     let interrupted = async {
         // Phase 1: the asked duration, reporting actions as they finish.
@@ -716,7 +718,7 @@ async fn observe_cluster(
                 _ = &mut ctrl_c => return true,
                 () = tokio::time::sleep_until(end_of_asked) => break,
                 Some(done) = actions.join_next(), if !actions.is_empty() => {
-                    note_action(&progress, origin, done, &mut problems);
+                    note_action(&note, origin, done, &mut problems, &mut cordoned);
                 }
             }
         }
@@ -733,18 +735,17 @@ async fn observe_cluster(
                     actions.abort_all();
                     break;
                 }
-                Some(done) = actions.join_next() => note_action(&progress, origin, done, &mut problems),
+                Some(done) = actions.join_next() => note_action(&note, origin, done, &mut problems, &mut cordoned),
             }
         }
         // Phase 3: the rollout complete and every old pod gone.
         let left = settle_deadline.saturating_duration_since(tokio::time::Instant::now());
         if !scenario.actions.is_empty() {
-            let note = progress.notifier(quiet);
             tokio::select! {
                 _ = &mut ctrl_c => return true,
                 settled = k8s::wait_settled(&k, &subject.deployment, left.max(Duration::from_secs(1)), Some(&note)) => {
                     match settled {
-                        Ok(s) => progress.note(&format!(
+                        Ok(s) => note(&format!(
                             "{:.2} s: rollout settled: {} pod(s) of the current template, every old pod gone",
                             secs_since(origin),
                             s.pods.len()
@@ -764,7 +765,7 @@ async fn observe_cluster(
     .await;
     if interrupted {
         stop.interrupt.store(true, Ordering::Relaxed);
-        progress.note("interrupted: no new requests; cleaning up");
+        note("interrupted: no new requests; cleaning up");
     } else {
         stop.finish.store(true, Ordering::Relaxed);
     }
@@ -784,6 +785,15 @@ async fn observe_cluster(
         say("teardown: deleting what was applied");
         if let Err(e) = k8s::teardown(&k, &applied, Duration::from_secs(60)).await {
             say(&format!("teardown failed: {e}"));
+        }
+        // Drains leave their nodes cordoned, as kubectl does; teardown
+        // gives them back.
+        cordoned.sort();
+        cordoned.dedup();
+        for node in &cordoned {
+            if let Err(e) = k8s::uncordon(&k, node).await {
+                say(&format!("uncordon {node} failed: {e}"));
+            }
         }
     }
     drop(ev_tx);
@@ -897,22 +907,31 @@ type ActionDone = Result<
     tokio::task::JoinError,
 >;
 
-fn note_action(progress: &Progress, origin: Instant, done: ActionDone, problems: &mut Vec<String>) {
+fn note_action(
+    note: &(dyn Fn(&str) + Sync),
+    origin: Instant,
+    done: ActionDone,
+    problems: &mut Vec<String>,
+    cordoned: &mut Vec<String>,
+) {
     match done {
-        Ok((action, Ok(report))) => progress.note(&format!(
-            "{:.2} s: {} {}: {}",
-            secs_since(origin),
-            action.kind.name(),
-            report.target,
-            report.detail
-        )),
+        Ok((action, Ok(report))) => {
+            note(&format!(
+                "{:.2} s: {} {}: {}",
+                secs_since(origin),
+                action.kind.name(),
+                report.target,
+                report.detail
+            ));
+            cordoned.extend(report.cordoned);
+        }
         Ok((action, Err(e))) => {
             let text = format!(
                 "action {} ({}) failed: {e}",
                 action.index,
                 action.kind.name()
             );
-            progress.note(&text);
+            note(&text);
             problems.push(text);
         }
         Err(e) if e.is_cancelled() => {}
