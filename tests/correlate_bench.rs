@@ -178,6 +178,110 @@ fn run(mode: ProxyMode, d: &Data, t: &Timeline) {
     );
 }
 
+/// The whole post-run path of `rolltest run`: attribute, fill the records,
+/// rewrite records.csv, aggregate, group, summarize and render report.html.
+fn end_to_end(d: &mut Data, t: &Timeline) {
+    use rolltest::{
+        report,
+        rundir::RunDir,
+        summary::{Aggregate, PropagationStats, RunFacts, Summary},
+        verdict::Limits,
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = RunDir::create(&dir.path().join("run")).expect("run dir");
+    let start = Instant::now();
+    let input = Input {
+        records: &d.records,
+        timeline: t,
+        conns: &d.conns,
+        proxy: &d.proxy,
+        proxy_mode: ProxyMode::L4,
+        load_started_us: 0,
+        propagation_allowance_us: correlate::DEFAULT_PROPAGATION_ALLOWANCE_US,
+    };
+    let attrs = correlate::attribute(&input);
+    let by_seq: std::collections::HashMap<u64, &rolltest::model::Attribution> =
+        attrs.iter().map(|a| (a.seq, a)).collect();
+    for r in &mut d.records {
+        if let Some(a) = by_seq.get(&r.seq) {
+            r.cause = Some(a.cause);
+            if r.pod.is_none() {
+                r.pod.clone_from(&a.pod);
+            }
+        }
+    }
+    let attributed = start.elapsed();
+    run.rewrite_records(&d.records).expect("records.csv");
+    let written = start.elapsed();
+    let last = d.records.iter().map(|r| r.intended_us).max().unwrap_or(0);
+    let mut agg = Aggregate::new(0, last);
+    for r in &d.records {
+        agg.add(r);
+    }
+    let input = Input {
+        records: &d.records,
+        conns: &[],
+        proxy: &[],
+        ..input
+    };
+    let groups = correlate::groups(&input, &[]);
+    let facts = RunFacts {
+        scenario: "bench".into(),
+        started_at: "2026-01-01T00:00:00.000Z".into(),
+        target: "http://127.0.0.1:1/".into(),
+        rate: 10_000.0,
+        duration_s: last as f64 / 1e6,
+        load_started_us: 0,
+        ended_us: last,
+        interrupted: false,
+        connections: 64,
+        rolltest_version: "bench".into(),
+        cluster: None,
+    };
+    let mut summary = Summary::build(&facts, &agg, &Limits::default());
+    summary.causes = groups;
+    summary.propagation = Some(PropagationStats::new(correlate::propagation(t)));
+    let failures: Vec<report::FailurePoint> = d
+        .records
+        .iter()
+        .filter_map(report::FailurePoint::from_record)
+        .collect();
+    let propagation = summary
+        .propagation
+        .as_ref()
+        .map(|p| p.pods.clone())
+        .unwrap_or_default();
+    let rollout = report::Rollout {
+        timeline: t,
+        causes: &summary.causes,
+        failures: &failures,
+        propagation: &propagation,
+        findings: &[],
+        load_started_us: 0,
+        ended_us: last,
+    };
+    let html = report::render(&summary, &agg, &facts, Some(&rollout));
+    run.write("report.html", &html).expect("report");
+    let total = start.elapsed();
+    println!(
+        "end to end: {} records, {} events: attribute {:.0} ms, + records.csv rewritten {:.0} ms, + aggregate, groups, summary and report.html ({} KB) {:.0} ms",
+        d.records.len(),
+        t.events.len(),
+        attributed.as_secs_f64() * 1e3,
+        written.as_secs_f64() * 1e3,
+        html.len() / 1024,
+        total.as_secs_f64() * 1e3,
+    );
+}
+
+#[test]
+#[ignore = "benchmark: run with --release -- --ignored --nocapture"]
+fn one_million_records_correlated_and_reported() {
+    let t = timeline();
+    let mut d = data(true);
+    end_to_end(&mut d, &t);
+}
+
 #[test]
 #[ignore = "benchmark: run with --release -- --ignored --nocapture"]
 fn one_million_records_against_a_thousand_events() {
