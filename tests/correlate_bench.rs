@@ -220,9 +220,12 @@ fn end_to_end(d: &mut Data, t: &Timeline) {
     }
     let input = Input {
         records: &d.records,
+        timeline: t,
         conns: &[],
         proxy: &[],
-        ..input
+        proxy_mode: ProxyMode::L4,
+        load_started_us: 0,
+        propagation_allowance_us: correlate::DEFAULT_PROPAGATION_ALLOWANCE_US,
     };
     let groups = correlate::groups(&input, &[]);
     let facts = RunFacts {
