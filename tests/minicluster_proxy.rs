@@ -954,6 +954,23 @@ impl Reference {
     }
 }
 
+impl Reference {
+    /// CPU time (user + system) of the reference process so far, from
+    /// `/proc` (children not included, so socat's per-connection forks
+    /// are not counted; haproxy is one process).
+    fn cpu(&self) -> Option<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of the line; 12 and 13
+        // after the command name.
+        let ticks: u64 =
+            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Some(Duration::from_micros(ticks * 1_000_000 / hz))
+    }
+}
+
 impl Drop for Reference {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -1069,16 +1086,23 @@ fn bench_direct_vs_l4_vs_l7() {
     // Throughput: the share of the asked rate each target sustains.
     for rate in [20_000u32, 30_000] {
         for (name, addr) in &targets {
-            let cpu_before = process_cpu();
+            let reference = references
+                .iter()
+                .find(|r| r.name == *name && r.name == "haproxy");
+            let cpu_of = || match reference {
+                Some(r) => r.cpu().unwrap_or_default(),
+                None => process_cpu(),
+            };
+            let cpu_before = cpu_of();
             let out = dir.join(format!("{rate}-{name}"));
             let Some(f) = load(&format!("http://{addr}/"), rate, "3s", &out) else {
                 println!("{name}: load failed");
                 continue;
             };
-            let cpu = process_cpu().saturating_sub(cpu_before);
+            let cpu = cpu_of().saturating_sub(cpu_before);
             let cpu = match *name {
-                "l4" | "l7" => format!(
-                    ", proxy CPU {:.1} µs/request",
+                "l4" | "l7" | "haproxy" => format!(
+                    ", forwarder CPU {:.1} µs/request",
                     cpu.as_secs_f64() * 1e6 / (f.service_us.len().max(1) as f64)
                 ),
                 _ => String::new(),
