@@ -149,7 +149,10 @@ pub fn conclude(c: &Comparison) -> String {
         ));
     }
     if c.before.verdict != c.after.verdict {
-        parts.push(format!("verdict {} → {}", c.before.verdict, c.after.verdict));
+        parts.push(format!(
+            "verdict {} → {}",
+            c.before.verdict, c.after.verdict
+        ));
     }
     parts.join("; ")
 }

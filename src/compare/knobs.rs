@@ -100,7 +100,11 @@ fn workload_fields() -> Vec<Field> {
             "spec.strategy.rollingUpdate.maxUnavailable",
             Some(Value::from("25%")),
         ),
-        field(Knob::MinReadySeconds, "spec.minReadySeconds", Some(Value::from(0))),
+        field(
+            Knob::MinReadySeconds,
+            "spec.minReadySeconds",
+            Some(Value::from(0)),
+        ),
         field(
             Knob::GracePeriod,
             "spec.template.spec.terminationGracePeriodSeconds",
@@ -128,7 +132,7 @@ pub fn value_text(v: &Value) -> String {
 fn text_with_default(v: Option<&Value>, default: Option<&Value>) -> String {
     match (v, default) {
         (Some(v), _) => value_text(v),
-        (None, Some(d)) => format!("unset ({} by default)", value_text(d)),
+        (None, Some(d)) => format!("unset (default {})", value_text(d)),
         (None, None) => "none".into(),
     }
 }
@@ -145,7 +149,9 @@ pub fn pre_stop_seconds(hook: &Value) -> Option<f64> {
         .filter_map(Value::as_str)
         .flat_map(|w| w.split_whitespace())
         .collect();
-    let at = words.iter().position(|w| *w == "sleep" || w.ends_with("/sleep"))?;
+    let at = words
+        .iter()
+        .position(|w| *w == "sleep" || w.ends_with("/sleep"))?;
     words.get(at + 1)?.trim_end_matches(';').parse().ok()
 }
 
@@ -436,7 +442,7 @@ fn is_workload(kind: &str) -> bool {
     matches!(kind, "Deployment" | "StatefulSet")
 }
 
-fn by_key<'a>(ms: &'a [Manifest], pred: fn(&str) -> bool) -> BTreeMap<String, &'a Manifest> {
+fn by_key(ms: &[Manifest], pred: fn(&str) -> bool) -> BTreeMap<String, &Manifest> {
     ms.iter()
         .filter(|m| pred(&m.kind))
         .map(|m| (m.object(), m))
@@ -509,7 +515,8 @@ mod tests {
     fn pre_stop_seconds_reads_exec_and_sleep_action() {
         let exec: Value = serde_json::json!({"exec": {"command": ["sleep", "3"]}});
         assert_eq!(pre_stop_seconds(&exec), Some(3.0));
-        let sh: Value = serde_json::json!({"exec": {"command": ["/bin/sh", "-c", "sleep 5; echo"]}});
+        let sh: Value =
+            serde_json::json!({"exec": {"command": ["/bin/sh", "-c", "sleep 5; echo"]}});
         assert_eq!(pre_stop_seconds(&sh), Some(5.0));
         let act: Value = serde_json::json!({"sleep": {"seconds": 4}});
         assert_eq!(pre_stop_seconds(&act), Some(4.0));
@@ -521,7 +528,12 @@ mod tests {
     #[test]
     fn on_sigterm_in_both_spellings() {
         assert_eq!(
-            on_sigterm(&serde_json::json!(["--work", "5ms", "--on-sigterm", "drain"])),
+            on_sigterm(&serde_json::json!([
+                "--work",
+                "5ms",
+                "--on-sigterm",
+                "drain"
+            ])),
             Some("drain".into())
         );
         assert_eq!(

@@ -174,7 +174,8 @@ fn read_manifests(dir: &Path) -> Result<Vec<Manifest>, CompareError> {
     if !dir.is_dir() {
         return Ok(Vec::new());
     }
-    let entries = std::fs::read_dir(dir).map_err(|e| malformed(dir.to_path_buf(), e.to_string()))?;
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| malformed(dir.to_path_buf(), e.to_string()))?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|e| e.path())

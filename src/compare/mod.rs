@@ -27,7 +27,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 pub use conclusion::{conclude, knobs_for};
-pub use knobs::{Knob, KnobDiff};
+pub use knobs::{Knob, KnobDiff, diff as diff_knobs};
 pub use load::{Anchor, Failure, RunData, load_run};
 pub use page::render;
 pub use timing::{FailureBins, PodTermination, Spread, Termination};

@@ -23,6 +23,7 @@ const CSS: &str = r#"
 .d{display:block;text-align:right}.d.better{color:var(--pass);font-weight:700}.d.worse{color:var(--fail);font-weight:700}
 .v-pass{color:var(--pass);font-weight:700}.v-fail{color:var(--fail);font-weight:700}.v-inconclusive{color:var(--inc);font-weight:700}
 table.knobs td:nth-child(3){font:12px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
+table.knobs td:nth-child(-n+2){white-space:nowrap}
 .dflt{color:var(--mute);font-size:12px}
 ul.lint{margin:4px 0;padding-left:20px}
 "#;
@@ -103,9 +104,9 @@ fn banner(c: &Comparison) -> String {
     }
     for (name, s) in [("before", &c.before), ("after", &c.after)] {
         if !s.inconclusive_reasons.is_empty() {
-            let _ = write!(
+            let _ = writeln!(
                 out,
-                "<div class=\"reasons\"><strong>The {name} run is inconclusive:</strong><ul>\n"
+                "<div class=\"reasons\"><strong>The {name} run is inconclusive:</strong><ul>"
             );
             for r in &s.inconclusive_reasons {
                 let _ = writeln!(out, "<li>{}</li>", escape(r));
@@ -120,7 +121,7 @@ fn banner(c: &Comparison) -> String {
 fn delta_cell(delta: Option<f64>, unit: &str) -> Cell {
     match delta {
         None => num("n/a"),
-        Some(d) if d == 0.0 => num("0"),
+        Some(0.0) => num("0"),
         Some(d) => {
             let class = if d < 0.0 { "better" } else { "worse" };
             let sign = if d > 0.0 { "+" } else { "−" };
@@ -324,7 +325,7 @@ fn over_time(c: &Comparison) -> String {
         c.before.failures_over_time.bin_ms
     );
     svg.push_str("</svg>\n");
-    let _ = write!(out, "<figure>{svg}</figure>\n");
+    let _ = writeln!(out, "<figure>{svg}</figure>");
     let items: Vec<(String, (u8, u8, u8))> = CAUSE_ORDER
         .iter()
         .map(|c| (cause_key(*c).to_string(), cause_color(*c)))
@@ -378,8 +379,16 @@ fn requests(c: &Comparison) -> String {
     ]);
     t.row(vec![
         text("rate asked / achieved, req/s"),
-        num(format!("{} / {}", fmt_num(b.rate), fmt_num(b.achieved_rate))),
-        num(format!("{} / {}", fmt_num(a.rate), fmt_num(a.achieved_rate))),
+        num(format!(
+            "{} / {}",
+            fmt_num(b.rate),
+            fmt_num(b.achieved_rate)
+        )),
+        num(format!(
+            "{} / {}",
+            fmt_num(a.rate),
+            fmt_num(a.achieved_rate)
+        )),
         text(""),
     ]);
     t.row(vec![
@@ -407,11 +416,13 @@ fn requests(c: &Comparison) -> String {
                 .join(", ")
         }
     };
-    t.row(vec![text("errors by kind"), text(kinds(b)), text(kinds(a)), text("")]);
-    format!(
-        "<h2>Requests and verdicts</h2>\n{}",
-        t.render("requests")
-    )
+    t.row(vec![
+        text("errors by kind"),
+        text(kinds(b)),
+        text(kinds(a)),
+        text(""),
+    ]);
+    format!("<h2>Requests and verdicts</h2>\n{}", t.render("requests"))
 }
 
 fn figure_row(t: &mut Table, name: &str, f: Option<&FigureDelta>) {
@@ -429,7 +440,12 @@ fn figure_row(t: &mut Table, name: &str, f: Option<&FigureDelta>) {
 }
 
 fn latency(c: &Comparison) -> String {
-    let mut t = Table::new(&["latency (ok requests, from schedule)", ">before", ">after", ">Δ"]);
+    let mut t = Table::new(&[
+        "latency (ok requests, from schedule)",
+        ">before",
+        ">after",
+        ">Δ",
+    ]);
     for (k, label) in [
         ("p50", "p50"),
         ("p90", "p90"),
@@ -475,7 +491,11 @@ fn timings(c: &Comparison) -> String {
     for (name, x, y) in [
         ("deletion → SIGTERM", &tb.to_sigterm_ms, &ta.to_sigterm_ms),
         ("preStop hook ran", &tb.pre_stop_ms, &ta.pre_stop_ms),
-        ("SIGTERM → exit", &tb.sigterm_to_exit_ms, &ta.sigterm_to_exit_ms),
+        (
+            "SIGTERM → exit",
+            &tb.sigterm_to_exit_ms,
+            &ta.sigterm_to_exit_ms,
+        ),
         ("deletion → exit", &tb.total_ms, &ta.total_ms),
     ] {
         t.row(vec![text(name), num(spread(x)), num(spread(y))]);
@@ -517,12 +537,20 @@ fn knobs(c: &Comparison) -> String {
         t.row(vec![
             text(d.knob.label()),
             text(&d.object),
-            text(&d.path),
+            text(
+                d.path
+                    .strip_prefix("spec.template.spec.")
+                    .unwrap_or(&d.path),
+            ),
             text(&d.before_text),
             after,
         ]);
     }
     out.push_str(&t.render("knobs"));
+    out.push_str(&note(
+        "Objects paired by kind/name, containers by name; fields under spec.template.spec. \
+         are shown without that prefix.",
+    ));
     out
 }
 

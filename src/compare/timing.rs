@@ -171,7 +171,8 @@ pub fn bin_failures(failures: &[Failure], anchor_us: u64, bin_ms: u64) -> Failur
     let width = i64::try_from(bin_ms.max(1) * 1000).unwrap_or(i64::MAX);
     let mut bins: BTreeMap<i64, BTreeMap<String, u64>> = BTreeMap::new();
     for f in failures {
-        let rel = i64::try_from(f.at_us).unwrap_or(i64::MAX) - i64::try_from(anchor_us).unwrap_or(0);
+        let rel =
+            i64::try_from(f.at_us).unwrap_or(i64::MAX) - i64::try_from(anchor_us).unwrap_or(0);
         let idx = rel.div_euclid(width);
         *bins
             .entry(idx)
@@ -196,7 +197,12 @@ mod tests {
     use super::*;
     use crate::model::{EventSource, LifecycleEvent};
 
-    fn ev(at_us: u64, server_us: Option<i64>, source: EventSource, kind: LifecycleKind) -> LifecycleEvent {
+    fn ev(
+        at_us: u64,
+        server_us: Option<i64>,
+        source: EventSource,
+        kind: LifecycleKind,
+    ) -> LifecycleEvent {
         LifecycleEvent {
             at_us,
             server_us,
@@ -210,15 +216,39 @@ mod tests {
     fn termination_steps_use_the_kubelet_event_times() {
         let t = Timeline {
             events: vec![
-                ev(1_010_000, None, EventSource::Pod, LifecycleKind::DeletionRequested { grace_seconds: 12 }),
-                ev(1_020_000, Some(1_005_000), EventSource::Event, LifecycleKind::PreStopStarted),
-                ev(4_020_000, Some(4_005_000), EventSource::Event, LifecycleKind::PreStopFinished),
-                ev(4_021_000, Some(4_006_000), EventSource::Event, LifecycleKind::SigtermSent),
+                ev(
+                    1_010_000,
+                    None,
+                    EventSource::Pod,
+                    LifecycleKind::DeletionRequested { grace_seconds: 12 },
+                ),
+                ev(
+                    1_020_000,
+                    Some(1_005_000),
+                    EventSource::Event,
+                    LifecycleKind::PreStopStarted,
+                ),
+                ev(
+                    4_020_000,
+                    Some(4_005_000),
+                    EventSource::Event,
+                    LifecycleKind::PreStopFinished,
+                ),
+                ev(
+                    4_021_000,
+                    Some(4_006_000),
+                    EventSource::Event,
+                    LifecycleKind::SigtermSent,
+                ),
                 ev(
                     4_900_000,
                     Some(4_806_000),
                     EventSource::Event,
-                    LifecycleKind::ContainerExited { exit_code: Some(0), signal: None, reason: None },
+                    LifecycleKind::ContainerExited {
+                        exit_code: Some(0),
+                        signal: None,
+                        reason: None,
+                    },
                 ),
             ],
         };
