@@ -40,6 +40,8 @@ struct Spec {
     lint: Vec<Finding>,
     /// Give each of two pods a preStop of this many ms (None: no preStop).
     pre_stop_ms: Option<u64>,
+    /// A rollout run (run.json `cluster`, timeline.json); false: a plain `rolltest load` run.
+    rollout: bool,
 }
 
 impl Spec {
@@ -59,6 +61,7 @@ impl Spec {
             manifests,
             lint: Vec::new(),
             pre_stop_ms: None,
+            rollout: true,
         }
     }
 }
@@ -137,7 +140,7 @@ fn write_run(dir: &Path, spec: &Spec) {
         interrupted: false,
         connections: 1,
         rolltest_version: "test".into(),
-        cluster: Some(ClusterFacts {
+        cluster: spec.rollout.then(|| ClusterFacts {
             mode: "embedded".into(),
             namespace: "default".into(),
             deployment: "api".into(),
@@ -152,6 +155,9 @@ fn write_run(dir: &Path, spec: &Spec) {
     let mut summary = Summary::build(&facts, &agg, &Limits::default());
     summary.lint = spec.lint.clone();
     rd.write_summary(&summary).expect("summary.json");
+    if !spec.rollout {
+        return;
+    }
     let mut events = Vec::new();
     if let Some(at) = spec.action_us {
         events.push(LifecycleEvent {
@@ -648,4 +654,34 @@ fn help_documents_the_exit_codes() {
         "{stdout}"
     );
     assert!(stdout.contains("--force"), "{stdout}");
+}
+
+#[test]
+fn plain_load_runs_align_at_the_load_start() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let load = |name: &str, failures: Vec<(u64, Cause)>, start: u64| {
+        let mut s = Spec::new("naive");
+        s.rollout = false;
+        s.action_us = None;
+        s.manifests.clear();
+        s.load_start_us = start;
+        s.failures = failures;
+        let dir = tmp.path().join(name);
+        write_run(&dir, &s);
+        compare::load_run(&dir).expect("load run")
+    };
+    let before = load("a", vec![(1_500_000, Cause::Capacity)], 1_000_000);
+    let after = load("b", vec![], 3_000_000);
+    let c = compare::compare(&before, &after);
+    assert_eq!(c.before.aligned_at, "load start (no action)");
+    assert_eq!((c.before.load_start_s, c.after.load_start_s), (0.0, 0.0));
+    assert_eq!(c.before.failures_over_time.bins[0].t_s, 1.5);
+    assert!(c.knobs.is_empty());
+    assert!(c.before.termination.pods.is_empty());
+    assert_eq!(
+        c.conclusion,
+        "failed requests 1 → 0; capacity eliminated (no knob that fixes it changed); verdict fail → pass"
+    );
+    let html = compare::render(&c);
+    assert!(html.contains("no difference in preStop"), "knob note");
 }

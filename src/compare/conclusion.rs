@@ -87,7 +87,6 @@ fn related(cause: Cause, knobs: &[KnobDiff]) -> Vec<String> {
         if cause == Cause::NotReady && d.path.contains("livenessProbe") {
             continue;
         }
-        // For killed_in_flight only the app's shutdown mode, image and command count.
         let p = phrase(d);
         if !out.contains(&p) {
             out.push(p);
