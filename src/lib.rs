@@ -19,6 +19,7 @@
 
 pub mod cli;
 pub mod cluster_up;
+pub mod compare;
 pub mod correlate;
 pub mod error;
 pub mod k8s;

@@ -2,6 +2,7 @@
 //! exit codes. This is the only place (with `main.rs`) that uses `anyhow` and
 //! clap; everything below it returns typed errors.
 
+mod compare;
 mod lint;
 mod serve;
 
@@ -36,6 +37,10 @@ pub enum Command {
     Load(LoadArgs),
     /// Rebuild report.html and summary.json from a run directory's saved files.
     Report(ReportArgs),
+    /// Two run directories side by side (before/after): compare.html and compare.json.
+    ///
+    /// Exit codes: 0 written (evidence, not a gate), 2 bad input, 3 cannot write.
+    Compare(compare::CompareArgs),
     /// The bundled demo app, with selectable startup, readiness and shutdown behaviour.
     Serve(serve::ServeArgs),
     /// Check Deployment/StatefulSet/PDB/Service manifests for the five rollout knobs.
@@ -206,6 +211,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Report(args) => run::rebuild_report(&args.run_dir),
         Command::Serve(args) => return serve::run(args),
         Command::Lint(args) => return Ok(lint::run(args)),
+        Command::Compare(args) => return Ok(compare::run(args)),
         Command::Cluster(ClusterCommand::Up(args)) => {
             let opts = crate::cluster_up::ClusterUpOptions {
                 kubeconfig: args.kubeconfig,

@@ -23,8 +23,8 @@
 //! the rollout sections and `swimlanes` the pods-over-time chart.
 
 mod charts;
-mod html;
-mod rollout;
+pub(crate) mod html;
+pub(crate) mod rollout;
 mod sections;
 mod series;
 mod swimlanes;
