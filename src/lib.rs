@@ -21,6 +21,7 @@ pub mod cli;
 pub mod cluster_up;
 pub mod correlate;
 pub mod error;
+pub mod junit;
 pub mod k8s;
 pub mod lint;
 pub mod loadgen;
