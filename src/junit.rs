@@ -122,7 +122,11 @@ enum CaseOutcome {
 
 /// Renders the JUnit XML of a run.
 pub fn render(summary: &Summary, facts: &RunFacts, run_dir: &Path) -> String {
-    let mut cases: Vec<Case> = summary.checks.iter().map(|c| check_case(c, summary)).collect();
+    let mut cases: Vec<Case> = summary
+        .checks
+        .iter()
+        .map(|c| check_case(c, summary))
+        .collect();
     cases.push(conclusive_case(summary));
     if facts.cluster.is_some() {
         cases.extend(Cause::ALL.into_iter().map(|c| cause_case(c, summary)));
@@ -486,7 +490,10 @@ mod tests {
             escape_attr("x=\"1\" & y='2'\n\tz<"),
             "x=&quot;1&quot; &amp; y=&apos;2&apos;&#10;&#9;z&lt;"
         );
-        assert_eq!(escape_text("bell\u{7}nul\u{0}\r"), "bell\u{FFFD}nul\u{FFFD}&#13;");
+        assert_eq!(
+            escape_text("bell\u{7}nul\u{0}\r"),
+            "bell\u{FFFD}nul\u{FFFD}&#13;"
+        );
         assert_eq!(escape_text("ünïcødé → ok 🚀"), "ünïcødé → ok 🚀");
         assert_eq!(escape_attr("\u{FFFE}"), "\u{FFFD}");
     }
