@@ -157,8 +157,8 @@ fn dockerfile() -> (String, Vec<String>) {
     let text = std::fs::read_to_string(repo().join("Dockerfile")).expect("Dockerfile");
     let entrypoint = text
         .lines()
-        .filter_map(|l| l.strip_prefix("ENTRYPOINT "))
-        .last()
+        .rev()
+        .find_map(|l| l.strip_prefix("ENTRYPOINT "))
         .expect("an ENTRYPOINT");
     let entrypoint: Vec<String> = serde_json::from_str(entrypoint).expect("exec form");
     (text, entrypoint)
