@@ -22,6 +22,7 @@ pub mod cluster_up;
 pub mod compare;
 pub mod correlate;
 pub mod error;
+pub mod junit;
 pub mod k8s;
 pub mod lint;
 pub mod loadgen;

@@ -203,12 +203,14 @@ struct Observed {
     target: String,
 }
 
-/// Runs a scenario with a `[cluster]`.
+/// Runs a scenario with a `[cluster]`; with `junit`, also writes JUnit XML
+/// there once summary.json is written (whatever the verdict).
 pub fn execute(
     scenario: &Scenario,
     cluster: &ClusterSpec,
     out: Option<PathBuf>,
     quiet: bool,
+    junit: Option<&Path>,
 ) -> Result<ExitStatus, RunError> {
     let clock = RunClock::start();
     let subject = subject(scenario, cluster)?;
@@ -330,6 +332,7 @@ pub fn execute(
     };
     dir.write_facts(&facts)?;
     let summary = finish(&dir, &facts, &records, &timeline, scenario, proxy_mode)?;
+    crate::run::write_junit(junit, &summary, &facts, &dir)?;
     Ok(summary.verdict.exit_status())
 }
 

@@ -59,6 +59,9 @@ pub enum RunError {
     /// refused as invalid).
     #[error(transparent)]
     K8s(#[from] crate::k8s::K8sError),
+    /// The JUnit file could not be written (exit 3).
+    #[error(transparent)]
+    Junit(#[from] crate::junit::JunitError),
 }
 
 impl RunError {
@@ -75,7 +78,8 @@ impl RunError {
             | RunError::Load(_)
             | RunError::Runtime(_)
             | RunError::Cluster(_)
-            | RunError::K8s(_) => ExitStatus::RunError,
+            | RunError::K8s(_)
+            | RunError::Junit(_) => ExitStatus::RunError,
         }
     }
 }
@@ -91,6 +95,8 @@ pub struct RunOptions {
     pub quiet: bool,
     /// Validate only.
     pub check_only: bool,
+    /// Also write JUnit XML here.
+    pub junit: Option<PathBuf>,
 }
 
 /// `rolltest load`.
@@ -124,11 +130,14 @@ pub struct LoadOptions {
     pub out: Option<PathBuf>,
     /// Hide the progress bar.
     pub quiet: bool,
+    /// Also write JUnit XML here.
+    pub junit: Option<PathBuf>,
 }
 
 /// Runs (or, with `check_only`, validates) a scenario file.
 pub fn run_scenario(opts: RunOptions) -> Result<ExitStatus, RunError> {
     let scenario = Scenario::load(&opts.scenario)?;
+    check_junit(opts.junit.as_deref())?;
     if let Some(cluster) = &scenario.cluster {
         if opts.check_only {
             let line = crate::rollout::check(&scenario, cluster)?;
@@ -141,7 +150,13 @@ pub fn run_scenario(opts: RunOptions) -> Result<ExitStatus, RunError> {
             );
             return Ok(ExitStatus::Pass);
         }
-        return crate::rollout::execute(&scenario, cluster, opts.out, opts.quiet);
+        return crate::rollout::execute(
+            &scenario,
+            cluster,
+            opts.out,
+            opts.quiet,
+            opts.junit.as_deref(),
+        );
     }
     if opts.check_only {
         println!(
@@ -155,7 +170,29 @@ pub fn run_scenario(opts: RunOptions) -> Result<ExitStatus, RunError> {
         );
         return Ok(ExitStatus::Pass);
     }
-    execute(&scenario, opts.out, opts.quiet)
+    execute(&scenario, opts.out, opts.quiet, opts.junit.as_deref())
+}
+
+/// A `--junit` path that cannot be written is bad input, found before the run.
+fn check_junit(path: Option<&Path>) -> Result<(), RunError> {
+    match path {
+        Some(p) => crate::junit::check_path(p).map_err(bad("--junit")),
+        None => Ok(()),
+    }
+}
+
+/// Writes the JUnit file, when asked, after summary.json (whatever the verdict).
+pub(crate) fn write_junit(
+    path: Option<&Path>,
+    summary: &Summary,
+    facts: &RunFacts,
+    dir: &RunDir,
+) -> Result<(), RunError> {
+    if let Some(path) = path {
+        crate::junit::write(path, summary, facts, dir.path())?;
+        println!("  junit: {}", path.display());
+    }
+    Ok(())
 }
 
 /// Runs ad hoc load described by flags.
@@ -167,7 +204,8 @@ pub fn run_load(opts: LoadOptions) -> Result<ExitStatus, RunError> {
         message: e.to_string(),
     })?);
     let scenario = Scenario::from_raw(raw, text, None)?;
-    execute(&scenario, opts.out, opts.quiet)
+    check_junit(opts.junit.as_deref())?;
+    execute(&scenario, opts.out, opts.quiet, opts.junit.as_deref())
 }
 
 fn bad(flag: &'static str) -> impl Fn(String) -> RunError {
@@ -242,7 +280,12 @@ fn raw_from_flags(opts: &LoadOptions) -> Result<RawScenario, RunError> {
 /// threads are running when request 0 is due.
 pub(crate) const START_MARGIN: Duration = Duration::from_millis(5);
 
-fn execute(scenario: &Scenario, out: Option<PathBuf>, quiet: bool) -> Result<ExitStatus, RunError> {
+fn execute(
+    scenario: &Scenario,
+    out: Option<PathBuf>,
+    quiet: bool,
+    junit: Option<&Path>,
+) -> Result<ExitStatus, RunError> {
     let clock = RunClock::start();
     let out = out.unwrap_or_else(|| {
         Path::new("reports").join(format!(
@@ -314,6 +357,7 @@ fn execute(scenario: &Scenario, out: Option<PathBuf>, quiet: bool) -> Result<Exi
     };
     dir.write_facts(&facts)?;
     let summary = finish(&dir, &facts, &aggregate, scenario)?;
+    write_junit(junit, &summary, &facts, &dir)?;
     Ok(summary.verdict.exit_status())
 }
 

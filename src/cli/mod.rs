@@ -116,6 +116,10 @@ pub struct RunArgs {
     /// Validate the scenario (and its files) without running anything.
     #[arg(long)]
     pub check: bool,
+    /// Also write the result as JUnit XML to FILE (for CI test views); written
+    /// whatever the verdict.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -164,6 +168,10 @@ pub struct LoadArgs {
     /// Hide the progress bar.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Also write the result as JUnit XML to FILE (for CI test views); written
+    /// whatever the verdict.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -191,6 +199,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             out: args.out,
             quiet: args.quiet,
             check_only: args.check,
+            junit: args.junit,
         }),
         Command::Load(args) => run::run_load(LoadOptions {
             url: args.url,
@@ -207,6 +216,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             max_p99_ms: args.max_p99_ms,
             out: args.out,
             quiet: args.quiet,
+            junit: args.junit,
         }),
         Command::Report(args) => run::rebuild_report(&args.run_dir),
         Command::Serve(args) => return serve::run(args),
