@@ -389,10 +389,15 @@ pub(crate) fn finish(
     if let Some(c) = cluster
         && !c.problems.is_empty()
     {
-        summary
-            .inconclusive_reasons
-            .extend(c.problems.iter().cloned());
-        summary.verdict = Verdict::Inconclusive;
+        // The disruption did not go as asked: a passing run proves nothing,
+        // but failures already seen are evidence whatever happened after.
+        summary.problems.clone_from(&c.problems);
+        if summary.verdict == Verdict::Pass {
+            summary
+                .inconclusive_reasons
+                .extend(c.problems.iter().cloned());
+            summary.verdict = Verdict::Inconclusive;
+        }
     }
     dir.write_summary(&summary)?;
     let failures: Vec<report::FailurePoint> = records
@@ -671,7 +676,14 @@ async fn observe_cluster(
         }
     }
     let addr = loadgen::resolve(&target).await?;
-    warm_up(addr, &target, cluster.ready_timeout, &progress_line).await?;
+    warm_up(
+        addr,
+        &target,
+        scenario.load.timeout,
+        cluster.ready_timeout,
+        &progress_line,
+    )
+    .await?;
     let mut spec = scenario.load.clone();
     spec.duration = scenario.load.duration + cluster.settle_timeout + cluster.tail;
     let origin = Instant::now() + START_MARGIN;
@@ -824,12 +836,17 @@ async fn observe_cluster(
     })
 }
 
-/// Sends single requests to the target until 5 in a row answer below 500
-/// (bounded by `timeout`): proves the URL reaches the app before any
-/// request is counted.
+/// Requests in a row that must answer below 500 before the load starts.
+const WARM_UP_IN_A_ROW: u32 = 3;
+
+/// Sends single requests to the target until [`WARM_UP_IN_A_ROW`] in a row
+/// answer below 500 (each within the load's own request timeout, the whole
+/// bounded by `timeout`): proves the URL reaches the app before any request
+/// is counted.
 async fn warm_up(
     addr: std::net::SocketAddr,
     target: &crate::scenario::Target,
+    request_timeout: Duration,
     timeout: Duration,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<(), RunError> {
@@ -846,10 +863,10 @@ async fn warm_up(
     let mut in_a_row = 0;
     let mut last = String::from("no answer yet");
     let mut reported = Instant::now();
-    while in_a_row < 5 {
+    while in_a_row < WARM_UP_IN_A_ROW {
         if started.elapsed() > timeout {
-            return Err(RunError::Setup(format!(
-                "the target {} never answered 5 requests in a row below 500 within {} (last: {last}); check [target]",
+            return Err(RunError::NotServing(format!(
+                "the target {} never answered {WARM_UP_IN_A_ROW} requests in a row below 500 within {} (last: {last}); check [target]",
                 target.url,
                 humantime::format_duration(timeout)
             )));
@@ -861,7 +878,7 @@ async fn warm_up(
             let n = stream.read(&mut head).await?;
             Ok::<_, std::io::Error>(String::from_utf8_lossy(&head[..n]).into_owned())
         };
-        let status = match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+        let status = match tokio::time::timeout(request_timeout, attempt).await {
             Ok(Ok(head)) => head
                 .split_whitespace()
                 .nth(1)
@@ -883,7 +900,7 @@ async fn warm_up(
             }
             None => in_a_row = 0,
         }
-        if in_a_row < 5 {
+        if in_a_row < WARM_UP_IN_A_ROW {
             if reported.elapsed() > Duration::from_secs(5) {
                 progress(&format!(
                     "waiting for the target {} to answer ({last})",

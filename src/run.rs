@@ -52,6 +52,9 @@ pub enum RunError {
     /// The scenario and its manifests do not fit together (exit 2).
     #[error("{0}")]
     Setup(String),
+    /// The app under test never served (exit 3).
+    #[error("{0}")]
+    NotServing(String),
     /// The embedded cluster could not start (exit 3).
     #[error("the embedded cluster could not start: {0}")]
     Cluster(String),
@@ -79,6 +82,7 @@ impl RunError {
             | RunError::Runtime(_)
             | RunError::Cluster(_)
             | RunError::K8s(_)
+            | RunError::NotServing(_)
             | RunError::Junit(_) => ExitStatus::RunError,
         }
     }
@@ -495,6 +499,13 @@ pub(crate) fn print_summary(s: &Summary, dir: &Path) {
             c.limit,
             c.actual.map_or_else(|| "n/a".into(), |a| a.to_string())
         );
+    }
+    for problem in s
+        .problems
+        .iter()
+        .filter(|p| !s.inconclusive_reasons.contains(p))
+    {
+        println!("  problem: {problem}");
     }
     for reason in &s.inconclusive_reasons {
         println!("  inconclusive: {reason}");

@@ -352,6 +352,11 @@ pub struct Summary {
     pub checks: Vec<Check>,
     /// Why the run proves nothing, when the verdict is inconclusive.
     pub inconclusive_reasons: Vec<String>,
+    /// What went wrong with the disruption itself (an action failed, the
+    /// rollout never settled): a run that would pass is inconclusive; a run
+    /// that failed keeps its failures as evidence.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
     /// rolltest version.
     pub rolltest_version: String,
 }
@@ -511,6 +516,7 @@ impl Summary {
             propagation: None,
             checks,
             inconclusive_reasons,
+            problems: Vec::new(),
             rolltest_version: facts.rolltest_version.clone(),
         }
     }

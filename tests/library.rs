@@ -232,7 +232,7 @@ fn prestop_fixed_passes() {
 }
 
 #[test]
-#[ignore = "blocked: the warm-up before the load (src/rollout.rs warm_up) gives each probe request 2 s, and these requests take 4-5 s; run with --ignored once it uses [load] timeout"]
+
 fn grace_broken_fails_with_killed_in_flight() {
     let run = Run::of("grace-broken");
     run.assert_fails_with("killed_in_flight");
@@ -240,7 +240,7 @@ fn grace_broken_fails_with_killed_in_flight() {
 }
 
 #[test]
-#[ignore = "blocked: the warm-up before the load (src/rollout.rs warm_up) gives each probe request 2 s, and these requests take 4-5 s; run with --ignored once it uses [load] timeout"]
+
 fn grace_fixed_passes() {
     let run = Run::of("grace-fixed");
     run.assert_passes();
