@@ -175,8 +175,17 @@ fn cluster_options(
     proxy_events: mpsc::UnboundedSender<crate::minicluster::proxy::ProxyEvent>,
 ) -> ClusterOptions {
     let mut images = ImageMap::new();
+    let me = std::env::current_exe()
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned());
     for (image, command) in &spec.images {
-        images.push(image.clone(), command.clone());
+        let mut command = command.clone();
+        if command[0] == crate::scenario::cluster::ROLLTEST_PLACEHOLDER
+            && let Some(me) = &me
+        {
+            command[0].clone_from(me);
+        }
+        images.push(image.clone(), command);
     }
     ClusterOptions {
         nodes: spec.nodes,

@@ -138,6 +138,19 @@ impl Run {
         );
     }
 
+    /// The rollout never settled, and requests failed before that: the
+    /// verdict stays FAIL (the failures are evidence) and the stall is
+    /// listed in `problems`.
+    fn assert_failed_and_stalled(&self) {
+        assert_eq!(self.code, 1, "must fail:\n{}", self.text);
+        let problems = self.summary["problems"].to_string();
+        assert!(
+            problems.contains("did not settle"),
+            "the stalled rollout is listed: {problems}\n{}",
+            self.text
+        );
+    }
+
     fn events_of(&self, kind: &str) -> impl Iterator<Item = &Value> {
         self.events.iter().filter(move |e| e["event"] == kind)
     }
@@ -299,7 +312,7 @@ fn min_ready_broken_fails_once_every_old_pod_is_gone() {
 #[test]
 fn min_ready_fixed_halts_the_rollout_with_the_old_pods_serving() {
     let run = Run::of("min-ready-fixed");
-    run.assert_stalled();
+    run.assert_failed_and_stalled();
     run.assert_all_explained();
     // No old pod was ever removed, so no capacity was lost; the only
     // failures are the one new (surge) pod's when it crashed.

@@ -74,7 +74,8 @@ pub struct RawEmbedded {
     /// Number of nodes (default 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nodes: Option<u32>,
-    /// Image → local command (the manifest's args are appended).
+    /// Image → local command (the manifest's args are appended); a command
+    /// of `"{rolltest}"` is this rolltest executable.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub images: BTreeMap<String, Vec<String>>,
 }
@@ -330,6 +331,11 @@ impl ActionKind {
     }
 }
 
+/// In `[cluster.embedded.images]`, a command of `"{rolltest}"` is the
+/// rolltest executable running the cluster (e.g. a demo image's v2 build:
+/// `["{rolltest}", "serve", "--crash-after", "9s"]`).
+pub const ROLLTEST_PLACEHOLDER: &str = "{rolltest}";
+
 /// Default `tail`.
 pub const DEFAULT_TAIL: Duration = Duration::from_secs(2);
 /// Default `ready_timeout`.
@@ -379,7 +385,10 @@ pub(super) fn validate_cluster<E>(
                     ));
                 }
                 let mut command = command.clone();
-                if command[0].contains('/') && Path::new(&command[0]).is_relative() {
+                if command[0] != ROLLTEST_PLACEHOLDER
+                    && command[0].contains('/')
+                    && Path::new(&command[0]).is_relative()
+                {
                     command[0] = base.join(&command[0]).to_string_lossy().into_owned();
                 }
                 images.push((image.clone(), command));
