@@ -21,7 +21,7 @@ use kube::{
 use serde_json::json;
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::{Cluster, K8sError, selector_string, status_code};
+use super::{Cluster, K8sError, status_code};
 use crate::{
     model::{EventSource, LifecycleEvent, LifecycleKind, RunClock},
     scenario::{Action, ActionKind},
@@ -202,24 +202,7 @@ impl Target {
 
 /// The Deployment's live pods (not terminating).
 async fn deployment_pods(cluster: &Cluster, deployment: &str) -> Result<Vec<Pod>, K8sError> {
-    let d = cluster
-        .api::<Deployment>()
-        .get(deployment)
-        .await
-        .map_err(|e| {
-            cluster.err(
-                format!(
-                    "get deployment {deployment} in namespace {}",
-                    cluster.namespace
-                ),
-                e,
-            )
-        })?;
-    let selector = d
-        .spec
-        .as_ref()
-        .map(|s| selector_string(&s.selector))
-        .unwrap_or_default();
+    let selector = super::wait::deployment_selector(cluster, deployment).await?;
     let pods = cluster
         .api::<Pod>()
         .list(&ListParams::default().labels(&selector))

@@ -337,13 +337,12 @@ impl<'a> Watch<'a> {
 
 use futures_util::FutureExt;
 
-/// GETs the Deployment (a clear error when it does not exist) and sets up
-/// the view and its watches.
-async fn start_view(
+/// GETs the Deployment (a clear error when it does not exist) and returns
+/// its pod selector as a label selector string (empty when it has none).
+pub(crate) async fn deployment_selector(
     cluster: &Cluster,
     deployment: &str,
-    service: Option<&str>,
-) -> Result<(View, Vec<UpdateStream>, String), K8sError> {
+) -> Result<String, K8sError> {
     let d = cluster
         .api::<Deployment>()
         .get(deployment)
@@ -357,11 +356,20 @@ async fn start_view(
                 e,
             )
         })?;
-    let selector = d
-        .spec
+    Ok(d.spec
         .as_ref()
         .map(|s| selector_string(&s.selector))
-        .unwrap_or_default();
+        .unwrap_or_default())
+}
+
+/// GETs the Deployment (a clear error when it does not exist) and sets up
+/// the view and its watches.
+async fn start_view(
+    cluster: &Cluster,
+    deployment: &str,
+    service: Option<&str>,
+) -> Result<(View, Vec<UpdateStream>, String), K8sError> {
+    let selector = deployment_selector(cluster, deployment).await?;
     if selector.is_empty() {
         return Err(K8sError::Action {
             action: "wait".into(),
