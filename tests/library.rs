@@ -391,3 +391,77 @@ fn every_pair_is_in_the_library() {
         assert!(path.exists(), "{}", path.display());
     }
 }
+
+impl Run {
+    /// Events of `kind` after the first action started.
+    fn after_action<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+        let action = self
+            .events_of("action_started")
+            .filter_map(|e| e["at_us"].as_u64())
+            .min()
+            .unwrap_or_else(|| panic!("no action_started:\n{}", self.text));
+        self.events_of(kind)
+            .filter(move |e| e["at_us"].as_u64().is_some_and(|t| t > action))
+    }
+}
+
+/// The liveness pair, run one after the other: the same 2 s db outage
+/// fails requests in both (the app cannot serve without db), but with a
+/// livenessProbe on the dependency the pods are killed, restarted and held
+/// in CrashLoopBackOff, so many more requests fail.
+#[test]
+fn liveness_on_a_dependency_restarts_and_amplifies_the_outage() {
+    let broken = Run::of("liveness-broken");
+    let fixed = Run::of("liveness-fixed");
+    for run in [&broken, &fixed] {
+        assert_eq!(run.code, 1, "must fail:\n{}", run.text);
+        assert_eq!(run.summary["verdict"], "fail", "{}", run.text);
+        run.assert_all_explained();
+        assert!(
+            run.cause("not_ready") + run.cause("capacity") == run.failed(),
+            "only not_ready / capacity: {}\n{}",
+            run.causes(),
+            run.text
+        );
+    }
+    // broken: the outage killed and restarted the api pods.
+    assert!(
+        broken
+            .after_action("probe_failed")
+            .any(|e| e["probe"] == "liveness"),
+        "{}",
+        broken.text
+    );
+    assert!(
+        broken
+            .after_action("container_started")
+            .any(|e| e["restart_count"].as_u64().unwrap_or(0) >= 1),
+        "{}",
+        broken.text
+    );
+    // fixed: readiness only, nothing restarted.
+    assert!(
+        fixed
+            .events_of("container_started")
+            .all(|e| e["restart_count"].as_u64().unwrap_or(0) == 0),
+        "{}",
+        fixed.text
+    );
+    assert!(
+        fixed
+            .events_of("probe_failed")
+            .all(|e| e["probe"] != "liveness"),
+        "{}",
+        fixed.text
+    );
+    // The restarts amplify: at least twice the failures.
+    let (b, f) = (broken.failed(), fixed.failed());
+    println!("liveness pair: broken {b} failed, fixed {f} failed");
+    assert!(f > 0, "{}", fixed.text);
+    assert!(
+        b >= 2 * f,
+        "broken {b} vs fixed {f}\n{}\n{}",
+        broken.text,
+        fixed.text
+    );
+}

@@ -7,13 +7,16 @@ use std::{net::SocketAddr, time::Duration};
 
 use crate::{
     error::ExitStatus,
-    serve::{self, OnSigterm, ServeConfig, WorkTime, parse_duration, parse_work_time},
+    serve::{
+        self, DependencyUrl, OnSigterm, ServeConfig, WorkTime, parse_dependency_url,
+        parse_duration, parse_work_time,
+    },
 };
 
 /// Shown after the flags in `rolltest serve --help`.
 const AFTER_HELP: &str = "\
-Endpoints: / (the work), /healthz (readiness), /livez (liveness); every response
-carries an x-rolltest-pod header. Lifecycle steps are logged on stderr.
+Endpoints: / (the work), /healthz (readiness, and the --dependency), /livez
+(liveness: the process only); every response carries an x-rolltest-pod header. Lifecycle steps are logged on stderr.
 
 Exit codes: 0 drained (or drain timeout passed), 1 --crash-after fired,
 143 (130 for SIGINT) with --on-sigterm exit, 2 bad flags or environment,
@@ -82,6 +85,15 @@ pub struct ServeArgs {
     /// (10ms..200ms), drawn uniformly per request.
     #[arg(long, value_name = "D|MIN..MAX", value_parser = parse_work_time, default_value = "0s")]
     pub work: WorkTime,
+
+    /// A dependency the app cannot serve without, e.g.
+    /// http://$(DB_SERVICE_HOST):$(DB_SERVICE_PORT)/livez in a manifest's
+    /// args. Checked with GET every 200ms (300ms timeout); while the last
+    /// check failed (refused, timed out, non-2xx) /healthz and / answer
+    /// 503. /livez stays 200: a liveness probe on /livez does not restart
+    /// the pod for its dependency's outage, one on /healthz does.
+    #[arg(long, value_name = "URL", value_parser = parse_dependency_url)]
+    pub dependency: Option<DependencyUrl>,
 }
 
 /// `--on-sigterm` values.
@@ -119,6 +131,7 @@ impl From<ServeArgs> for ServeConfig {
             broken_for: args.broken_for,
             crash_after: args.crash_after,
             work: args.work,
+            dependency: args.dependency,
         }
     }
 }

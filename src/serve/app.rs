@@ -3,8 +3,8 @@
 //!
 //! | path       | answer                                                        |
 //! | ---------- | ------------------------------------------------------------- |
-//! | `/`        | 200 after the work time; 503 while `--broken-for` lasts        |
-//! | `/healthz` | readiness: 200 when ready, else 503                            |
+//! | `/`        | 200 after the work time; 503 while `--broken-for` lasts or the `--dependency` is down |
+//! | `/healthz` | readiness: 200 when ready and the `--dependency` is up, else 503 |
 //! | `/livez`   | liveness: 200 whenever the process can answer at all           |
 //! | other      | 404                                                           |
 //!
@@ -57,6 +57,8 @@ pub(crate) struct App {
     pub(crate) ready: AtomicBool,
     /// `/` answers 503 while set.
     pub(crate) broken: AtomicBool,
+    /// The `--dependency` answered its last check (always true without one).
+    pub(crate) dependency_up: AtomicBool,
     /// Set once the drain has started; never cleared.
     draining: AtomicBool,
     /// When the drain started, in nanoseconds since `epoch`.
@@ -96,6 +98,7 @@ impl App {
             work,
             ready: AtomicBool::new(false),
             broken: AtomicBool::new(false),
+            dependency_up: AtomicBool::new(true),
             draining: AtomicBool::new(false),
             drain_started: AtomicU64::new(0),
             drain_notify: Notify::new(),
@@ -227,7 +230,12 @@ pub(crate) async fn handle(
     let (status, body) = match req.uri().path() {
         "/" => work(&app, req).await,
         "/healthz" => {
-            if app.ready.load(Ordering::Relaxed) {
+            if !app.dependency_up.load(Ordering::Relaxed) {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Bytes::from_static(b"dependency down\n"),
+                )
+            } else if app.ready.load(Ordering::Relaxed) {
                 (StatusCode::OK, Bytes::from_static(b"ready\n"))
             } else {
                 (
@@ -248,6 +256,12 @@ async fn work(app: &App, req: Request<Incoming>) -> (StatusCode, Bytes) {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             Bytes::from_static(b"broken\n"),
+        );
+    }
+    if !app.dependency_up.load(Ordering::Relaxed) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Bytes::from_static(b"dependency down\n"),
         );
     }
     // Reading the body to its end keeps the connection reusable.

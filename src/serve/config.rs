@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use super::error::ServeError;
+use super::{dependency::DependencyUrl, error::ServeError};
 
 /// Port used when neither `--listen` nor `PORT` says otherwise.
 pub const DEFAULT_PORT: u16 = 8080;
@@ -171,6 +171,9 @@ pub struct ServeConfig {
     pub crash_after: Option<Duration>,
     /// Time each `/` request takes.
     pub work: WorkTime,
+    /// A dependency checked in the background; while it is down `/healthz`
+    /// and `/` answer 503 (`/livez` does not care).
+    pub dependency: Option<DependencyUrl>,
 }
 
 impl Default for ServeConfig {
@@ -187,6 +190,7 @@ impl Default for ServeConfig {
             broken_for: Duration::ZERO,
             crash_after: None,
             work: WorkTime::default(),
+            dependency: None,
         }
     }
 }

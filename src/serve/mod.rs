@@ -30,6 +30,7 @@ mod accept;
 mod app;
 mod config;
 mod conn;
+mod dependency;
 mod drain;
 mod error;
 mod lifecycle;
@@ -41,6 +42,9 @@ pub use app::POD_HEADER;
 pub use config::{
     DEFAULT_PORT, DurationArgError, OnSigterm, ServeConfig, WorkTime, parse_duration,
     parse_work_time, resolve_listen_addr, resolve_pod_name,
+};
+pub use dependency::{
+    CHECK_EVERY, CHECK_TIMEOUT, DependencyUrl, DependencyUrlError, parse_dependency_url,
 };
 pub use error::ServeError;
 
@@ -72,8 +76,13 @@ pub fn run(config: ServeConfig) -> Result<u8, ServeError> {
         config.work,
         config.idle_grace,
     )?);
+    if config.dependency.is_some() {
+        // Down until the first check answers.
+        app.dependency_up
+            .store(false, std::sync::atomic::Ordering::Release);
+    }
     logger.log(format_args!(
-        "starting (pid {}, listen {addr}, on-sigterm {}, work {}, idle grace {}, drain timeout {}{}{}{}{}{})",
+        "starting (pid {}, listen {addr}, on-sigterm {}, work {}, idle grace {}, drain timeout {}{}{}{}{}{}{})",
         std::process::id(),
         config.on_sigterm,
         config.work,
@@ -88,13 +97,28 @@ pub fn run(config: ServeConfig) -> Result<u8, ServeError> {
         } else {
             ""
         },
+        config
+            .dependency
+            .as_ref()
+            .map(|d| format!(", dependency {d}"))
+            .unwrap_or_default(),
     ));
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(ServeError::Runtime)?;
-    let result = runtime.block_on(lifecycle::serve(&config, app, addr, process_start));
+    let result = runtime.block_on(async {
+        let checker = config
+            .dependency
+            .clone()
+            .map(|url| tokio::spawn(dependency::watch(app.clone(), url)));
+        let result = lifecycle::serve(&config, app, addr, process_start).await;
+        if let Some(checker) = checker {
+            checker.abort();
+        }
+        result
+    });
     // Dropping the runtime drops every connection still open (the cut).
     drop(runtime);
     if let Ok(code) = &result {

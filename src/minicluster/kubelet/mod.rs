@@ -5,7 +5,10 @@
 //! One supervisor task follows the store (its watch broadcast, plus a full
 //! resync every second) and runs one task per pod (`worker.rs`):
 //! - start: image → local command ([`ImageMap`]), loopback IP, env (`env`,
-//!   `fieldRef`s, `POD_NAME`, `POD_NAMESPACE`, `POD_IP`, `PORT`), log file
+//!   `fieldRef`s, `POD_NAME`, `POD_NAMESPACE`, `POD_IP`, `PORT`, and the
+//!   Service variables `<NAME>_SERVICE_HOST`/`_PORT`… of the Services that
+//!   exist in the namespace when the container starts), `$(VAR)` expansion
+//!   in `env` values and `args`, log file
 //!   `<work_dir>/<namespace>_<pod>_<container>.log`; status Pending →
 //!   Running; events `Pulled`, `Created`, `Started`;
 //! - probes with Kubernetes semantics (`probes.rs`); liveness/startup
@@ -19,7 +22,7 @@
 //!   process group.
 //!
 //! Limits: only the first container of a pod runs (the others are ignored,
-//! not rejected); no init containers, postStart hooks, `$(VAR)` expansion,
+//! not rejected); no init containers, postStart hooks,
 //! `command` override, resource limits or `kubectl logs --previous`; a grace
 //! period shortened by a second delete after termination began is ignored;
 //! an event's `eventTime` is when the kubelet recorded the step (within

@@ -54,6 +54,9 @@ pub struct PodPlan {
     pub restart_policy: RestartPolicy,
     /// `spec.terminationGracePeriodSeconds` (default 30).
     pub grace_seconds: i64,
+    /// `spec.enableServiceLinks` (default true): inject the Services'
+    /// environment variables.
+    pub enable_service_links: bool,
 }
 
 /// The first container of a pod.
@@ -135,19 +138,30 @@ impl ContainerPlan {
         self.ports.first().map_or(DEFAULT_PORT, |(_, p)| *p)
     }
 
-    /// The environment for the process, `$(VAR)` references not expanded.
-    /// `POD_NAME`, `POD_NAMESPACE`, `POD_IP` and `PORT` come first, so the
-    /// manifest's `env` overrides them.
-    pub fn resolved_env(&self, plan: &PodPlan, pod_ip: IpAddr) -> Vec<(String, String)> {
+    /// The environment for the process: `POD_NAME`, `POD_NAMESPACE`,
+    /// `POD_IP` and `PORT` first, then `services` (from [`service_env`]),
+    /// then the manifest's `env`, which overrides them; `$(VAR)` in an
+    /// `env` value is expanded from the variables before it, as the
+    /// kubelet does.
+    pub fn env_with_services(
+        &self,
+        plan: &PodPlan,
+        pod_ip: IpAddr,
+        services: Vec<(String, String)>,
+    ) -> Vec<(String, String)> {
         let mut env = vec![
             ("POD_NAME".to_string(), plan.name.clone()),
             ("POD_NAMESPACE".to_string(), plan.namespace.clone()),
             ("POD_IP".to_string(), pod_ip.to_string()),
             ("PORT".to_string(), self.port().to_string()),
         ];
+        for (name, value) in services {
+            env.retain(|(k, _)| *k != name);
+            env.push((name, value));
+        }
         for (name, source) in &self.env {
             let value = match source {
-                EnvSource::Value(v) => v.clone(),
+                EnvSource::Value(v) => expand(v, &env),
                 EnvSource::Field(path) => match path.as_str() {
                     "metadata.name" => plan.name.clone(),
                     "metadata.namespace" => plan.namespace.clone(),
@@ -232,6 +246,7 @@ impl PodPlan {
             grace_seconds: spec["terminationGracePeriodSeconds"]
                 .as_i64()
                 .unwrap_or(DEFAULT_GRACE_SECONDS),
+            enable_service_links: spec["enableServiceLinks"].as_bool().unwrap_or(true),
         })
     }
 }
@@ -330,6 +345,105 @@ fn strings(v: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The variables the kubelet injects for the Services of the pod's
+/// namespace (`enableServiceLinks`), as `pkg/kubelet/envvars` makes them:
+/// for a Service `db-main` with clusterIP 10.0.0.5 and ports
+/// `[{name: http, port: 80}]`: `DB_MAIN_SERVICE_HOST=10.0.0.5`,
+/// `DB_MAIN_SERVICE_PORT=80`, `DB_MAIN_SERVICE_PORT_HTTP=80`, and the
+/// Docker-link style `DB_MAIN_PORT=tcp://10.0.0.5:80`,
+/// `DB_MAIN_PORT_80_TCP=tcp://10.0.0.5:80`, `DB_MAIN_PORT_80_TCP_PROTO=tcp`,
+/// `DB_MAIN_PORT_80_TCP_PORT=80`, `DB_MAIN_PORT_80_TCP_ADDR=10.0.0.5`.
+/// Services without a clusterIP (or headless) give none.
+pub fn service_env(services: &[std::sync::Arc<Value>]) -> Vec<(String, String)> {
+    let mut env = Vec::new();
+    for svc in services {
+        let Some(name) = svc["metadata"]["name"].as_str() else {
+            continue;
+        };
+        let ip = match svc["spec"]["clusterIP"].as_str() {
+            Some(ip) if !ip.is_empty() && ip != "None" => ip,
+            _ => continue,
+        };
+        let ports: Vec<&Value> = svc["spec"]["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .collect();
+        let Some(first) = ports.first().and_then(|p| p["port"].as_u64()) else {
+            continue;
+        };
+        let prefix = name.to_ascii_uppercase().replace('-', "_");
+        let mut push = |k: String, v: String| env.push((k, v));
+        push(format!("{prefix}_SERVICE_HOST"), ip.to_string());
+        push(format!("{prefix}_SERVICE_PORT"), first.to_string());
+        for p in &ports {
+            let (Some(port), Some(pname)) = (p["port"].as_u64(), p["name"].as_str()) else {
+                continue;
+            };
+            if !pname.is_empty() {
+                let pname = pname.to_ascii_uppercase().replace('-', "_");
+                push(format!("{prefix}_SERVICE_PORT_{pname}"), port.to_string());
+            }
+        }
+        let first_proto = ports[0]["protocol"]
+            .as_str()
+            .unwrap_or("TCP")
+            .to_ascii_lowercase();
+        push(
+            format!("{prefix}_PORT"),
+            format!("{first_proto}://{ip}:{first}"),
+        );
+        for p in &ports {
+            let Some(port) = p["port"].as_u64() else {
+                continue;
+            };
+            let proto = p["protocol"].as_str().unwrap_or("TCP");
+            let base = format!("{prefix}_PORT_{port}_{}", proto.to_ascii_uppercase());
+            let lower = proto.to_ascii_lowercase();
+            push(base.clone(), format!("{lower}://{ip}:{port}"));
+            push(format!("{base}_PROTO"), lower);
+            push(format!("{base}_PORT"), port.to_string());
+            push(format!("{base}_ADDR"), ip.to_string());
+        }
+    }
+    env
+}
+
+/// Kubernetes' `$(VAR)` expansion (used for `command`, `args` and `env`
+/// values): `$(NAME)` becomes NAME's value from `env`; a reference to an
+/// unknown variable, or an unclosed `$(`, stays as written; `$$` is an
+/// escaped `$`; any other `$` is kept.
+pub fn expand(input: &str, env: &[(String, String)]) -> String {
+    let mut out = String::with_capacity(input.len());
+    let mut rest = input;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(tail) = after.strip_prefix('(')
+            && let Some(end) = tail.find(')')
+        {
+            let name = &tail[..end];
+            match env.iter().rev().find(|(k, _)| k == name) {
+                Some((_, value)) => out.push_str(value),
+                None => {
+                    out.push_str("$(");
+                    out.push_str(name);
+                    out.push(')');
+                }
+            }
+            rest = &tail[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 fn env_var(e: &Value) -> Option<(String, EnvSource)> {
     let name = e["name"].as_str()?.to_string();
     let source = match e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
@@ -378,11 +492,73 @@ mod tests {
             Some(ProbeAction::Tcp { port: 9000, .. })
         ));
         assert_eq!(c.pre_stop, Some(Hook::Sleep { seconds: 5 }));
-        let env = c.resolved_env(&plan, "127.0.1.9".parse().expect("ip"));
+        let env = c.env_with_services(&plan, "127.0.1.9".parse().expect("ip"), Vec::new());
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("ME"), Some("web-1"));
         assert_eq!(get("PORT"), Some("7"));
         assert_eq!(get("POD_IP"), Some("127.0.1.9"));
         assert_eq!(get("A"), Some("1"));
+        assert!(plan.enable_service_links);
+    }
+
+    #[test]
+    fn expands_references_like_kubernetes() {
+        let env = vec![
+            ("A".to_string(), "1".to_string()),
+            ("B".to_string(), "x".to_string()),
+        ];
+        let cases = [
+            ("$(A)", "1"),
+            ("http://$(A):$(B)/p", "http://1:x/p"),
+            ("$(MISSING)", "$(MISSING)"),
+            ("$$(A)", "$(A)"),
+            ("$$", "$"),
+            ("a$b", "a$b"),
+            ("$(A", "$(A"),
+            ("end$", "end$"),
+            ("$()", "$()"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(expand(input, &env), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn service_variables_and_env_references() {
+        let services = vec![
+            std::sync::Arc::new(json!({
+                "metadata": {"name": "db-main"},
+                "spec": {"clusterIP": "127.2.0.5", "ports": [
+                    {"name": "http", "port": 80, "protocol": "TCP"},
+                    {"name": "admin-port", "port": 9000}]}
+            })),
+            std::sync::Arc::new(json!({
+                "metadata": {"name": "headless"},
+                "spec": {"clusterIP": "None", "ports": [{"port": 80}]}
+            })),
+        ];
+        let vars = service_env(&services);
+        let get = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("DB_MAIN_SERVICE_HOST"), Some("127.2.0.5"));
+        assert_eq!(get("DB_MAIN_SERVICE_PORT"), Some("80"));
+        assert_eq!(get("DB_MAIN_SERVICE_PORT_HTTP"), Some("80"));
+        assert_eq!(get("DB_MAIN_SERVICE_PORT_ADMIN_PORT"), Some("9000"));
+        assert_eq!(get("DB_MAIN_PORT"), Some("tcp://127.2.0.5:80"));
+        assert_eq!(get("DB_MAIN_PORT_9000_TCP_ADDR"), Some("127.2.0.5"));
+        assert!(vars.iter().all(|(k, _)| !k.starts_with("HEADLESS")));
+
+        let pod = json!({
+            "metadata": {"name": "api-1", "namespace": "ns", "uid": "u1"},
+            "spec": {"containers": [{"name": "app", "image": "x",
+                "env": [{"name": "DB", "value": "http://$(DB_MAIN_SERVICE_HOST):$(DB_MAIN_SERVICE_PORT)"},
+                        {"name": "DB_MAIN_SERVICE_PORT", "value": "81"}]}]}
+        });
+        let plan = PodPlan::from_pod(&pod).expect("plan");
+        let env = plan
+            .container
+            .env_with_services(&plan, "127.0.1.9".parse().expect("ip"), vars);
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("DB"), Some("http://127.2.0.5:80"));
+        assert_eq!(get("DB_MAIN_SERVICE_PORT"), Some("81"), "env overrides");
     }
 }

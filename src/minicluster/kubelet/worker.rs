@@ -25,7 +25,7 @@ use super::{
     events::{BackOff, StopWhy, describe, exit_message},
     lock,
     probes::{Probes, kind_name, run_probe},
-    spec::PodPlan,
+    spec::{PodPlan, expand, service_env},
     status::{PodView, pods, running, terminated, waiting},
 };
 use crate::minicluster::{
@@ -246,9 +246,37 @@ impl Worker {
             &self.sh.work_dir,
             log,
         );
-        spec.args = base_args.iter().chain(&c.args).cloned().collect();
-        spec.env = c.resolved_env(&self.plan, ip);
+        let services = if self.plan.enable_service_links {
+            service_env(&self.services())
+        } else {
+            Vec::new()
+        };
+        let env = c.env_with_services(&self.plan, ip, services);
+        // The manifest's args get Kubernetes' $(VAR) expansion; the
+        // image's own command words are not the manifest's, so stay as is.
+        spec.args = base_args
+            .iter()
+            .cloned()
+            .chain(c.args.iter().map(|a| expand(a, &env)))
+            .collect();
+        spec.env = env;
         PodProcess::spawn(spec).map(Arc::new)
+    }
+
+    /// The Services of the pod's namespace now, by name (what a container
+    /// started now gets as environment variables).
+    fn services(&self) -> Vec<Arc<Value>> {
+        let Some(kind) = crate::minicluster::resources::ResourceKind::find("", "v1", "services")
+        else {
+            return Vec::new();
+        };
+        let (mut items, _) = self.sh.store.list(kind, Some(&self.plan.namespace));
+        items.sort_by(|a, b| {
+            a["metadata"]["name"]
+                .as_str()
+                .cmp(&b["metadata"]["name"].as_str())
+        });
+        items
     }
 
     /// CrashLoopBackOff before a restart: 0 the first time, then 10 s
