@@ -516,6 +516,60 @@ fn proxy_without_endpoints_is_capacity() {
     assert_cause(&l4.of(1), Cause::Capacity, None);
 }
 
+/// A liveness probe that restarts containers during the shortfall is named
+/// in the capacity group's evidence, and the fix starts with it; without
+/// such restarts the fix is about the rollout strategy alone.
+#[test]
+fn liveness_restarts_during_a_shortfall_are_named_in_the_evidence_and_fix() {
+    let mut c = Case::new(ProxyMode::External);
+    c.records
+        .push(rec(1, 30_500, 2_000, failed(ErrorKind::Timeout)));
+    c.records
+        .push(rec(2, 31_000, 1, failed(ErrorKind::Http5xx)).status(503));
+    let plain = timeline();
+    let groups = correlate::groups(&c.input(&plain), &[]);
+    let capacity = groups
+        .iter()
+        .find(|g| g.cause == Cause::Capacity)
+        .expect("capacity group");
+    assert!(!capacity.fix.contains("livenessProbe"), "{}", capacity.fix);
+
+    let mut restarted = timeline();
+    restarted.events.push(ev(
+        30_000,
+        "api-new-1",
+        LifecycleKind::ProbeFailed {
+            probe: "liveness".into(),
+            message: "Liveness probe failed: HTTP probe failed with statuscode: 503".into(),
+        },
+    ));
+    restarted.events.push(ev(
+        30_800,
+        "api-new-1",
+        LifecycleKind::ContainerStarted { restart_count: 1 },
+    ));
+    restarted.sort();
+    let groups = correlate::groups(&c.input(&restarted), &[]);
+    let capacity = groups
+        .iter()
+        .find(|g| g.cause == Cause::Capacity)
+        .expect("capacity group");
+    assert!(
+        capacity
+            .evidence
+            .contains("the liveness probe restarted 1 container (api-new-1)"),
+        "{}",
+        capacity.evidence
+    );
+    assert!(
+        capacity
+            .fix
+            .starts_with("a livenessProbe that checks only the process"),
+        "{}",
+        capacity.fix
+    );
+}
+
 // ---- unexplained
 
 #[test]

@@ -385,6 +385,8 @@ fn every_pair_is_in_the_library() {
         "min-ready-fixed",
         "startup-probe-broken",
         "startup-probe-fixed",
+        "liveness-broken",
+        "liveness-fixed",
         "ready-too-early",
     ] {
         let path = library().join(format!("{name}.toml"));

@@ -12,7 +12,9 @@ use std::fmt::Write as _;
 use super::facts::{Facts, PodFacts};
 use super::route::{span, to_i64};
 use super::{Input, ProxyMode, attribute};
-use crate::model::{Attribution, Cause, CauseGroup, ErrorKind, Outcome, RequestRecord};
+use crate::model::{
+    Attribution, Cause, CauseGroup, ErrorKind, LifecycleKind, Outcome, RequestRecord,
+};
 
 /// Builds the groups (see [`super::groups`]).
 pub(crate) fn build(input: &Input, by_seq: &HashMap<u64, &Attribution>) -> Vec<CauseGroup> {
@@ -294,6 +296,58 @@ impl Evidence<'_> {
         (ev, fix)
     }
 
+    /// Containers the liveness probe restarted between `from` and `to` (µs):
+    /// (pod, restarts), by pod. A liveness probe that fails while the
+    /// process is fine (it checks a dependency) turns an outage into
+    /// restarts, each a cold start and, from the second on, a
+    /// CrashLoopBackOff wait: the pods stay out of service longer than the
+    /// outage (the kubelet restarts a container whose liveness probe failed
+    /// failureThreshold times).
+    fn liveness_restarts(&self, from: i64, to: i64) -> Vec<(String, u32)> {
+        let mut failed: BTreeMap<&str, bool> = BTreeMap::new();
+        let mut restarts: BTreeMap<String, u32> = BTreeMap::new();
+        for e in &self.input.timeline.events {
+            let (Some(pod), t) = (e.pod.as_deref(), e.when_us()) else {
+                continue;
+            };
+            match &e.kind {
+                LifecycleKind::ProbeFailed { probe, .. } if probe == "liveness" => {
+                    failed.insert(pod, true);
+                }
+                LifecycleKind::ContainerStarted { restart_count }
+                    if *restart_count > 0
+                        && t >= from
+                        && t <= to
+                        && failed.get(pod).copied().unwrap_or(false) =>
+                {
+                    *restarts.entry(pod.to_owned()).or_default() += 1;
+                }
+                _ => {}
+            }
+        }
+        restarts.into_iter().collect()
+    }
+
+    /// The evidence and fix of liveness restarts during `recs`, if any.
+    fn liveness_note(&self, recs: &[&RequestRecord]) -> Option<(String, String)> {
+        let first = recs.first().map_or(0, |r| span(r).0);
+        let last = recs.last().map_or(0, |r| span(r).1);
+        let restarts = self.liveness_restarts(first - self.slack, last + self.slack);
+        if restarts.is_empty() {
+            return None;
+        }
+        let n: u32 = restarts.iter().map(|(_, c)| c).sum();
+        let pods: Vec<&str> = restarts.iter().map(|(p, _)| p.as_str()).collect();
+        Some((
+            format!(
+                "; meanwhile the liveness probe restarted {} ({}), each a cold start and then a CrashLoopBackOff wait",
+                plural(u64::from(n), "container", "containers"),
+                pods.join(", ")
+            ),
+            "a livenessProbe that checks only the process (e.g. /livez), never a dependency: the readiness probe takes a pod out of the endpoints during an outage and puts it back at once, a liveness restart keeps it out longer; ".to_owned(),
+        ))
+    }
+
     fn not_ready(&self, p: &PodFacts, recs: &[&RequestRecord]) -> (String, String) {
         let first = recs.first().map_or(0, |r| span(r).0);
         let last = recs.last().map_or(0, |r| span(r).0);
@@ -323,11 +377,15 @@ impl Evidence<'_> {
             self.span_text(recs)
         );
         let window = since.map_or(0, |t| last - t);
-        let fix = format!(
+        let mut fix = format!(
             "honest readiness: the readiness probe must fail until the app can serve and while a dependency is down; a startupProbe for slow starts; minReadySeconds ≥ {} s (it was still failing {} after Ready)",
             whole_seconds(window.max(0)).max(1),
             secs(window.max(0))
         );
+        if let Some((more, first_fix)) = self.liveness_note(recs) {
+            ev.push_str(&more);
+            fix.insert_str(0, &first_fix);
+        }
         (ev, fix)
     }
 
@@ -376,7 +434,11 @@ impl Evidence<'_> {
                 others, none
             );
         }
-        let fix = "maxUnavailable: 0 and maxSurge ≥ 1, so a rollout adds a Ready pod before it removes one, and a PodDisruptionBudget (e.g. maxUnavailable: 1) so drains and evictions wait for Ready replacements".to_owned();
+        let mut fix = "maxUnavailable: 0 and maxSurge ≥ 1, so a rollout adds a Ready pod before it removes one, and a PodDisruptionBudget (e.g. maxUnavailable: 1) so drains and evictions wait for Ready replacements".to_owned();
+        if let Some((more, first_fix)) = self.liveness_note(recs) {
+            ev.push_str(&more);
+            fix.insert_str(0, &first_fix);
+        }
         (ev, fix)
     }
 
