@@ -267,7 +267,11 @@ async fn applies_idempotently_waits_ready_and_tears_down() {
         Api::namespaced(c.client.clone(), "kube-system");
     assert!(in_system.get_opt("elsewhere").await.expect("get").is_some());
 
-    let docs = vec![deployment("web", 2), service("web")];
+    // Ready only after a second, so the wait has something to report.
+    let mut web = deployment("web", 2);
+    web["spec"]["template"]["spec"]["containers"][0]["args"] =
+        json!(["--on-sigterm", "drain", "--ready-delay", "1s"]);
+    let docs = vec![web, service("web")];
     let applied = k8s::apply(&c, &docs).await.expect("apply");
     let summary: Vec<(String, String, bool)> = applied
         .iter()
