@@ -29,6 +29,7 @@ pub mod loadgen;
 pub mod manifest;
 pub mod minicluster;
 pub mod model;
+mod os;
 pub mod progress;
 pub mod report;
 pub mod rollout;

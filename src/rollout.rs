@@ -242,7 +242,6 @@ pub fn execute(
         .build()
         .map_err(RunError::Runtime)?;
     let asked = scenario.load.duration;
-    let duration_us = u64::try_from(asked.as_micros()).unwrap_or(u64::MAX);
     let live = Arc::new(LiveCounters::default());
     let say = |text: &str| {
         if !quiet {
@@ -250,8 +249,9 @@ pub fn execute(
         }
     };
 
-    // The records' writer starts with the load; its origin is known then.
-    let mut writer = None;
+    // Every record goes to records.csv as it arrives (a crash loses
+    // nothing) and is kept in memory for the correlator.
+    let writer = dir.start_writer(Vec::new())?;
     let observed = runtime.block_on(observe(
         scenario,
         cluster,
@@ -261,33 +261,14 @@ pub fn execute(
         live.clone(),
         quiet,
         &say,
-        &mut writer,
-        duration_us,
+        writer.sender(),
     ));
-    let observed = match observed {
-        Ok(o) => o,
-        Err(e) => {
-            if let Some(w) = writer {
-                let _ = w.finish();
-            }
-            return Err(e);
-        }
-    };
     // Pods and proxies are gone by now; the runtime has nothing left to do.
     runtime.shutdown_timeout(Duration::from_secs(2));
-    let Some(writer) = writer else {
-        return Err(RunError::Setup("the load never started".into()));
-    };
-    writer.finish()?;
-
-    let mut records = Vec::new();
-    dir.read_records(|r| records.push(r))?;
+    let mut records = writer.finish()?;
+    let observed = observed?;
     let timeline = timeline::finish(observed.events);
-    let proxy_mode = match &cluster.mode {
-        ClusterMode::Embedded(e) if e.proxy == ProxyKind::L4 => correlate::ProxyMode::L4,
-        ClusterMode::Embedded(_) => correlate::ProxyMode::L7,
-        ClusterMode::Kubeconfig { .. } => correlate::ProxyMode::External,
-    };
+    let proxy_mode = correlate::ProxyMode::of_cluster(&cluster.mode);
     let input = correlate::Input {
         records: &records,
         timeline: &timeline,
@@ -329,11 +310,7 @@ pub fn execute(
             namespace: observed.namespace.clone(),
             deployment: subject.deployment.clone(),
             service: subject.service.clone(),
-            proxy: match proxy_mode {
-                correlate::ProxyMode::L4 => "l4".into(),
-                correlate::ProxyMode::L7 => "l7".into(),
-                correlate::ProxyMode::External => "external".into(),
-            },
+            proxy: proxy_mode.as_str().into(),
             findings,
             asked_duration_s: asked.as_secs_f64(),
             problems: observed.problems,
@@ -389,7 +366,7 @@ pub(crate) fn finish(
         propagation_allowance_us: correlate::DEFAULT_PROPAGATION_ALLOWANCE_US,
     };
     let causes = correlate::groups(&input, &[]);
-    let propagation = correlate::propagation(timeline);
+    let propagation = correlate::propagation(&input);
     let mut summary = Summary::build(facts, &aggregate, &scenario.limits);
     let cluster = facts.cluster.as_ref();
     summary.lint = cluster.map(|c| c.findings.clone()).unwrap_or_default();
@@ -487,8 +464,7 @@ async fn observe(
     live: Arc<LiveCounters>,
     quiet: bool,
     say: &(dyn Fn(&str) + Sync),
-    writer_slot: &mut Option<rundir::RecordWriter>,
-    duration_us: u64,
+    records: loadgen::RecordSender,
 ) -> Result<Observed, RunError> {
     let (proxy_tx, proxy_rx) = mpsc::unbounded_channel();
     let embedded = match &cluster.mode {
@@ -528,9 +504,7 @@ async fn observe(
         live,
         quiet,
         say,
-        writer_slot,
-        duration_us,
-        dir,
+        records,
         embedded.as_ref(),
         proxy_rx,
     )
@@ -551,9 +525,7 @@ async fn observe_cluster(
     live: Arc<LiveCounters>,
     quiet: bool,
     say: &(dyn Fn(&str) + Sync),
-    writer_slot: &mut Option<rundir::RecordWriter>,
-    duration_us: u64,
-    dir: &RunDir,
+    records: loadgen::RecordSender,
     embedded: Option<&(EmbeddedCluster, String)>,
     proxy_rx: mpsc::UnboundedReceiver<crate::minicluster::proxy::ProxyEvent>,
 ) -> Result<Observed, RunError> {
@@ -696,7 +668,6 @@ async fn observe_cluster(
     let mut spec = scenario.load.clone();
     spec.duration = scenario.load.duration + cluster.settle_timeout + cluster.tail;
     let origin = Instant::now() + START_MARGIN;
-    let writer = dir.start_writer(Aggregate::new(clock.micros(origin), duration_us))?;
     let stop = Arc::new(Stop::default());
     let load = loadgen::start(
         &target,
@@ -704,11 +675,10 @@ async fn observe_cluster(
         &spec,
         clock,
         origin,
-        writer.sender(),
+        records,
         stop.clone(),
         live.clone(),
     )?;
-    *writer_slot = Some(writer);
     let progress = Progress::start(scenario.load.duration, live, quiet);
     progress.notifier(quiet)(&format!(
         "load: {} req/s to {target_text}; {} action(s)",
@@ -794,9 +764,6 @@ async fn observe_cluster(
         stop.finish.store(true, Ordering::Relaxed);
     }
     actions.abort_all();
-    while !load.is_finished() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     let outcome = tokio::task::spawn_blocking(move || load.wait())
         .await
         .map_err(|_| RunError::Setup("the load generator's thread was lost".into()))??;

@@ -398,11 +398,8 @@ pub fn rebuild_report(path: &Path) -> Result<ExitStatus, RunError> {
                 dir.file(rundir::TIMELINE).display()
             ))
         })?;
-        let mode = match cluster.proxy.as_str() {
-            "l4" => crate::correlate::ProxyMode::L4,
-            "l7" => crate::correlate::ProxyMode::L7,
-            _ => crate::correlate::ProxyMode::External,
-        };
+        let mode = crate::correlate::ProxyMode::parse(&cluster.proxy)
+            .unwrap_or(crate::correlate::ProxyMode::External);
         let summary = crate::rollout::finish(&dir, &facts, &records, &timeline, &scenario, mode)?;
         return Ok(summary.verdict.exit_status());
     }

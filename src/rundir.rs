@@ -186,18 +186,16 @@ impl RunDir {
 
     /// Starts the writer thread: it appends every batch received on the
     /// returned channel to `records.csv` (flushed after each batch, so a crash
-    /// loses nothing already finished) and folds it into `aggregate`.
-    pub fn start_writer(&self, aggregate: Aggregate) -> Result<RecordWriter, RunDirError> {
+    /// loses nothing already finished) and hands it to `sink` (an
+    /// [`Aggregate`] for a plain load; every record, in a `Vec`, for a rollout
+    /// run that correlates them afterwards).
+    pub fn start_writer<S: RecordSink>(&self, sink: S) -> Result<RecordWriter<S>, RunDirError> {
         let path = self.file(RECORDS);
-        let file = fs::File::create(&path).map_err(|source| RunDirError::Write {
-            path: path.clone(),
-            source,
-        })?;
+        let out = CsvOut::create(&path)?;
         let (tx, rx) = mpsc::channel::<Vec<RequestRecord>>();
-        let thread_path = path.clone();
         let handle = thread::Builder::new()
             .name("rolltest-records".into())
-            .spawn(move || write_records(file, &thread_path, rx, aggregate))
+            .spawn(move || write_records(out, rx, sink))
             .map_err(|source| RunDirError::Write { path, source })?;
         Ok(RecordWriter { tx, handle })
     }
@@ -208,25 +206,11 @@ impl RunDir {
     pub fn rewrite_records(&self, records: &[RequestRecord]) -> Result<(), RunDirError> {
         let path = self.file(RECORDS);
         let tmp = self.file(&format!("{RECORDS}.tmp"));
-        let werr = |source: io::Error| RunDirError::Write {
-            path: path.clone(),
-            source,
-        };
-        let wrap = |e: csv::Error| match e.into_kind() {
-            csv::ErrorKind::Io(source) => werr(source),
-            other => werr(io::Error::other(format!("{other:?}"))),
-        };
-        let file = fs::File::create(&tmp).map_err(werr)?;
-        let mut out = csv::Writer::from_writer(BufWriter::with_capacity(256 * 1024, file));
-        out.write_record(RECORD_COLUMNS).map_err(wrap)?;
-        let mut fields = RowBuf::default();
-        for record in records {
-            fields.fill(record);
-            out.write_record(fields.iter()).map_err(wrap)?;
-        }
-        out.flush().map_err(werr)?;
+        let mut out = CsvOut::create(&tmp)?;
+        out.write(records)?;
+        out.flush()?;
         drop(out);
-        fs::rename(&tmp, &path).map_err(werr)
+        fs::rename(&tmp, &path).map_err(|source| RunDirError::Write { path, source })
     }
 
     /// Reads every record of `records.csv`, in file order.
@@ -276,20 +260,40 @@ fn csv_error(path: &Path, e: csv::Error) -> RunDirError {
     }
 }
 
-/// The handle of the writer thread.
-pub struct RecordWriter {
-    tx: mpsc::Sender<Vec<RequestRecord>>,
-    handle: thread::JoinHandle<Result<Aggregate, RunDirError>>,
+/// What the writer thread hands each batch to, once it is on disk.
+pub trait RecordSink: Send + 'static {
+    /// Takes one batch.
+    fn take(&mut self, batch: Vec<RequestRecord>);
 }
 
-impl RecordWriter {
+impl RecordSink for Aggregate {
+    fn take(&mut self, batch: Vec<RequestRecord>) {
+        for r in &batch {
+            self.add(r);
+        }
+    }
+}
+
+impl RecordSink for Vec<RequestRecord> {
+    fn take(&mut self, batch: Vec<RequestRecord>) {
+        self.extend(batch);
+    }
+}
+
+/// The handle of the writer thread.
+pub struct RecordWriter<S> {
+    tx: mpsc::Sender<Vec<RequestRecord>>,
+    handle: thread::JoinHandle<Result<S, RunDirError>>,
+}
+
+impl<S> RecordWriter<S> {
     /// A sender for batches of records.
     pub fn sender(&self) -> mpsc::Sender<Vec<RequestRecord>> {
         self.tx.clone()
     }
 
-    /// Waits until every sender is gone and every record is on disk; returns the aggregate.
-    pub fn finish(self) -> Result<Aggregate, RunDirError> {
+    /// Waits until every sender is gone and every record is on disk; returns the sink.
+    pub fn finish(self) -> Result<S, RunDirError> {
         drop(self.tx);
         self.handle
             .join()
@@ -297,53 +301,74 @@ impl RecordWriter {
     }
 }
 
-fn write_records(
-    file: fs::File,
-    path: &Path,
-    rx: mpsc::Receiver<Vec<RequestRecord>>,
-    mut aggregate: Aggregate,
-) -> Result<Aggregate, RunDirError> {
-    lower_priority();
-    let wrap = |e: csv::Error| match e.into_kind() {
-        csv::ErrorKind::Io(source) => RunDirError::Write {
-            path: path.to_path_buf(),
-            source,
-        },
-        other => RunDirError::Write {
-            path: path.to_path_buf(),
-            source: io::Error::other(format!("{other:?}")),
-        },
-    };
-    let mut out = csv::Writer::from_writer(BufWriter::with_capacity(256 * 1024, file));
-    out.write_record(RECORD_COLUMNS).map_err(wrap)?;
-    let mut fields = RowBuf::default();
-    while let Ok(batch) = rx.recv() {
-        for record in &batch {
-            fields.fill(record);
-            out.write_record(fields.iter()).map_err(wrap)?;
-            aggregate.add(record);
-        }
-        out.flush().map_err(|source| RunDirError::Write {
+/// `records.csv` being written: the CSV writer, its path for errors, and
+/// the reused row buffers.
+struct CsvOut {
+    out: csv::Writer<BufWriter<fs::File>>,
+    path: PathBuf,
+    row: RowBuf,
+}
+
+impl CsvOut {
+    /// Creates the file and writes the header.
+    fn create(path: &Path) -> Result<Self, RunDirError> {
+        let file = fs::File::create(path).map_err(|source| RunDirError::Write {
             path: path.to_path_buf(),
             source,
         })?;
+        let mut out = CsvOut {
+            out: csv::Writer::from_writer(BufWriter::with_capacity(256 * 1024, file)),
+            path: path.to_path_buf(),
+            row: RowBuf::default(),
+        };
+        out.out
+            .write_record(RECORD_COLUMNS)
+            .map_err(|e| out.error(e))?;
+        Ok(out)
     }
-    out.flush().map_err(|source| RunDirError::Write {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    Ok(aggregate)
+
+    fn error(&self, e: csv::Error) -> RunDirError {
+        let source = match e.into_kind() {
+            csv::ErrorKind::Io(source) => source,
+            other => io::Error::other(format!("{other:?}")),
+        };
+        RunDirError::Write {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn write(&mut self, records: &[RequestRecord]) -> Result<(), RunDirError> {
+        for record in records {
+            self.row.fill(record);
+            if let Err(e) = self.out.write_record(self.row.iter()) {
+                return Err(self.error(e));
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), RunDirError> {
+        self.out.flush().map_err(|source| RunDirError::Write {
+            path: self.path.clone(),
+            source,
+        })
+    }
 }
 
-/// Makes the calling thread yield to the load generator when they share a
-/// core: writing a batch of records takes a millisecond or two, and without
-/// this the scheduler may run it while requests are due. Best effort.
-fn lower_priority() {
-    // SAFETY: gettid and setpriority take plain integers and only affect this thread.
-    unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10);
+fn write_records<S: RecordSink>(
+    mut out: CsvOut,
+    rx: mpsc::Receiver<Vec<RequestRecord>>,
+    mut sink: S,
+) -> Result<S, RunDirError> {
+    crate::os::set_thread_nice(10);
+    while let Ok(batch) = rx.recv() {
+        out.write(&batch)?;
+        out.flush()?;
+        sink.take(batch);
     }
+    out.flush()?;
+    Ok(sink)
 }
 
 /// Reused buffers for one CSV row (no allocation per record once warm).

@@ -788,7 +788,8 @@ fn external_lag_evidence_names_the_slice_and_the_allowance() {
 
 #[test]
 fn propagation_measures_deletion_to_slice_to_proxy() {
-    let p = correlate::propagation(&timeline());
+    let t = timeline();
+    let p = correlate::propagation(&Case::new(ProxyMode::L4).input(&t));
     assert_eq!(p.len(), 1);
     assert_eq!(p[0].pod, "old-1");
     assert_eq!(p[0].deletion_us, 10_000 * MS);

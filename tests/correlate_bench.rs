@@ -243,7 +243,7 @@ fn end_to_end(d: &mut Data, t: &Timeline) {
     };
     let mut summary = Summary::build(&facts, &agg, &Limits::default());
     summary.causes = groups;
-    summary.propagation = Some(PropagationStats::new(correlate::propagation(t)));
+    summary.propagation = Some(PropagationStats::new(correlate::propagation(&input)));
     let failures: Vec<report::FailurePoint> = d
         .records
         .iter()

@@ -58,6 +58,22 @@ impl ProxyMode {
         }
     }
 
+    /// The name `run.json` stores (`l4`, `l7`, `external`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProxyMode::L4 => "l4",
+            ProxyMode::L7 => "l7",
+            ProxyMode::External => "external",
+        }
+    }
+
+    /// Parses [`ProxyMode::as_str`]'s names.
+    pub fn parse(s: &str) -> Option<ProxyMode> {
+        [ProxyMode::L4, ProxyMode::L7, ProxyMode::External]
+            .into_iter()
+            .find(|m| m.as_str() == s)
+    }
+
     /// How far apart the generator's observations and the cluster's
     /// timestamps may be and still describe the same moment, µs.
     ///
@@ -137,6 +153,6 @@ pub fn groups(input: &Input, attributions: &[Attribution]) -> Vec<CauseGroup> {
 
 /// Per deleted pod: deletion → the EndpointSlice stopped listing it as ready
 /// → the embedded proxy applied that; sorted by deletion time.
-pub fn propagation(timeline: &Timeline) -> Vec<PodPropagation> {
-    facts::Facts::build(timeline, ProxyMode::L4.slack_us()).propagation()
+pub fn propagation(input: &Input) -> Vec<PodPropagation> {
+    facts::Facts::build(input.timeline, input.proxy_mode.slack_us()).propagation()
 }

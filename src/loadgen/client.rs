@@ -131,7 +131,7 @@ pub fn run(
     stop: &Stop,
     live: Arc<LiveCounters>,
 ) -> Finished {
-    raise_priority();
+    crate::os::set_thread_nice(-10);
     let failed_start = |error| Finished {
         scheduled: 0,
         conns: Vec::new(),
@@ -187,20 +187,6 @@ pub fn run(
             ..result
         }
     })
-}
-
-/// Asks the kernel to run this thread ahead of the rest of the machine
-/// (nice -10) when the process may (root, or CAP_SYS_NICE): in embedded mode
-/// the pods, the control plane and the proxy share the machine with the
-/// generator, and a generator that waits for a core sends late. Best effort:
-/// without the permission nothing changes, and the schedule-lag check still
-/// tells whether the schedule was held.
-fn raise_priority() {
-    // SAFETY: gettid and setpriority take plain integers and only affect this thread.
-    unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, -10);
-    }
 }
 
 /// Connections opened before the first request is due: enough for the
