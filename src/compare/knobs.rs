@@ -138,21 +138,13 @@ fn text_with_default(v: Option<&Value>, default: Option<&Value>) -> String {
 }
 
 /// The seconds a preStop hook sleeps, when it is a sleep: the `sleep`
-/// action, or an exec whose command runs `sleep N`.
+/// action, or an exec whose command runs `sleep N` — read exactly as
+/// `rolltest lint` reads it.
 pub fn pre_stop_seconds(hook: &Value) -> Option<f64> {
-    if let Some(s) = hook.pointer("/sleep/seconds").and_then(Value::as_f64) {
-        return Some(s);
+    match crate::lint::k8s::pre_stop(Some(hook)) {
+        crate::lint::k8s::PreStop::Sleep { seconds, .. } => Some(seconds),
+        _ => None,
     }
-    let cmd = hook.pointer("/exec/command")?.as_array()?;
-    let words: Vec<&str> = cmd
-        .iter()
-        .filter_map(Value::as_str)
-        .flat_map(|w| w.split_whitespace())
-        .collect();
-    let at = words
-        .iter()
-        .position(|w| *w == "sleep" || w.ends_with("/sleep"))?;
-    words.get(at + 1)?.trim_end_matches(';').parse().ok()
 }
 
 /// A lifecycle handler or probe handler in words.
@@ -520,6 +512,9 @@ mod tests {
         assert_eq!(pre_stop_seconds(&sh), Some(5.0));
         let act: Value = serde_json::json!({"sleep": {"seconds": 4}});
         assert_eq!(pre_stop_seconds(&act), Some(4.0));
+        // A unit on the sleep reads as `rolltest lint` reads it.
+        let unit: Value = serde_json::json!({"exec": {"command": ["sleep", "15s"]}});
+        assert_eq!(pre_stop_seconds(&unit), Some(15.0));
         let http: Value = serde_json::json!({"httpGet": {"path": "/quit", "port": 8080}});
         assert_eq!(pre_stop_seconds(&http), None);
         assert_eq!(handler_text(&http), "httpGet /quit :8080");

@@ -452,11 +452,10 @@ pub fn default_out(before: &RunData, after: &RunData) -> PathBuf {
 pub fn run(opts: &CompareOptions) -> Result<CompareOutcome, CompareError> {
     let before = load_run(&opts.before)?;
     let after = load_run(&opts.after)?;
-    let mism = mismatches(&before, &after);
-    if !mism.is_empty() && !opts.force {
-        return Err(CompareError::Mismatch(mism));
-    }
     let comparison = compare(&before, &after);
+    if !comparison.mismatches.is_empty() && !opts.force {
+        return Err(CompareError::Mismatch(comparison.mismatches));
+    }
     let out_dir = opts
         .out
         .clone()

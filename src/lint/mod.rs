@@ -36,7 +36,7 @@
 //! | RT020 | Service | warning | the Service selects no workload's pods in the given files |
 //! | RT021 | — | info | workload not serving (no port, no Service): skipped |
 
-mod k8s;
+pub(crate) mod k8s;
 pub mod output;
 mod rules;
 

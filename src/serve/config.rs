@@ -108,19 +108,10 @@ impl FromStr for WorkTime {
 #[error("{0}")]
 pub struct DurationArgError(String);
 
-/// Parses a humantime duration such as `500ms`, `2s`, `1m` or `0`.
+/// Parses a humantime duration such as `500ms`, `2s`, `1m` or `0` (the
+/// scenario file's parser, with this module's error type).
 pub fn parse_duration(s: &str) -> Result<Duration, DurationArgError> {
-    let s = s.trim();
-    if s.is_empty() {
-        return Err(DurationArgError(
-            "empty duration (expected e.g. 500ms, 2s, 1m)".to_owned(),
-        ));
-    }
-    humantime::parse_duration(s).map_err(|err| {
-        DurationArgError(format!(
-            "bad duration {s:?}: {err} (expected e.g. 500ms, 2s, 1m)"
-        ))
-    })
+    crate::scenario::values::parse_duration(s).map_err(DurationArgError)
 }
 
 /// Parses a work time: one duration (`50ms`) or a range `MIN..MAX`
