@@ -686,6 +686,18 @@ async fn observe_cluster(
         scenario.actions.len()
     ));
 
+    // Drains leave their nodes cordoned, as kubectl does, also when they
+    // fail or are cut short; teardown gives back every node cordoned during
+    // the run, so it notes which ones were cordoned before.
+    let drains = scenario
+        .actions
+        .iter()
+        .any(|a| matches!(a.kind, crate::scenario::ActionKind::DrainNode { .. }));
+    let cordoned_before = if cluster.teardown && drains {
+        Some(k8s::unschedulable_nodes(&k).await?)
+    } else {
+        None
+    };
     let mut actions = tokio::task::JoinSet::new();
     for action in scenario.actions.clone() {
         let k = k.clone();
@@ -700,7 +712,6 @@ async fn observe_cluster(
     }
 
     let mut problems = Vec::new();
-    let mut cordoned = Vec::new();
     let note = progress.notifier(quiet);
     let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
     let interrupted = async {
@@ -712,7 +723,7 @@ async fn observe_cluster(
                 _ = &mut ctrl_c => return true,
                 () = tokio::time::sleep_until(end_of_asked) => break,
                 Some(done) = actions.join_next(), if !actions.is_empty() => {
-                    note_action(&note, origin, done, &mut problems, &mut cordoned);
+                    note_action(&note, origin, done, &mut problems);
                 }
             }
         }
@@ -729,7 +740,7 @@ async fn observe_cluster(
                     actions.abort_all();
                     break;
                 }
-                Some(done) = actions.join_next() => note_action(&note, origin, done, &mut problems, &mut cordoned),
+                Some(done) = actions.join_next() => note_action(&note, origin, done, &mut problems),
             }
         }
         // Phase 3: the rollout complete and every old pod gone.
@@ -777,13 +788,16 @@ async fn observe_cluster(
         if let Err(e) = k8s::teardown(&k, &applied, Duration::from_secs(60)).await {
             say(&format!("teardown failed: {e}"));
         }
-        // Drains leave their nodes cordoned, as kubectl does; teardown
-        // gives them back.
-        cordoned.sort();
-        cordoned.dedup();
-        for node in &cordoned {
-            if let Err(e) = k8s::uncordon(&k, node).await {
-                say(&format!("uncordon {node} failed: {e}"));
+        if let Some(before) = &cordoned_before {
+            match k8s::unschedulable_nodes(&k).await {
+                Ok(now) => {
+                    for node in now.iter().filter(|n| !before.contains(n)) {
+                        if let Err(e) = k8s::uncordon(&k, node).await {
+                            say(&format!("uncordon {node} failed: {e}"));
+                        }
+                    }
+                }
+                Err(e) => say(&format!("cannot list nodes to uncordon them: {e}")),
             }
         }
     }
@@ -908,7 +922,6 @@ fn note_action(
     origin: Instant,
     done: ActionDone,
     problems: &mut Vec<String>,
-    cordoned: &mut Vec<String>,
 ) {
     match done {
         Ok((action, Ok(report))) => {
@@ -919,7 +932,6 @@ fn note_action(
                 report.target,
                 report.detail
             ));
-            cordoned.extend(report.cordoned);
         }
         Ok((action, Err(e))) => {
             let text = format!(

@@ -362,3 +362,63 @@ fn naive_and_fixed_through_a_kubeconfig_against_cluster_up() {
         }
     }
 }
+
+/// A drain a PodDisruptionBudget blocks for good (minAvailable = replicas)
+/// fails once its timeout passes: the run lists the failure in `problems`
+/// and, having no failed request, is inconclusive (exit 4), never a pass;
+/// and `teardown = true` deletes what was applied and uncordons the node the
+/// failed drain left cordoned.
+#[test]
+fn a_drain_blocked_for_good_is_inconclusive_and_teardown_uncordons_its_node() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = ClusterUp::start(dir.path());
+    let service = dir.path().join("service.yaml");
+    std::fs::write(
+        &service,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: api}\nspec:\n  selector: {app: api}\n  ports: [{port: 80, targetPort: 8080}]\n",
+    )
+    .expect("service");
+    cluster.kubectl(&["apply", "-f", service.to_str().expect("path")]);
+    let ip = cluster.kubectl(&["get", "service", "api", "-o", "jsonpath={.spec.clusterIP}"]);
+    let pdb = dir.path().join("pdb.yaml");
+    std::fs::write(
+        &pdb,
+        "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: api}\nspec:\n  minAvailable: 2\n  selector: {matchLabels: {app: api}}\n",
+    )
+    .expect("pdb");
+    let deployment = repo().join("scenarios/embedded/drain/deployment.yaml");
+    let scenario = dir.path().join("blocked.toml");
+    std::fs::write(
+        &scenario,
+        format!(
+            "name = \"blocked-drain\"\n[target]\nurl = \"http://{}:80/\"\nservice = \"api\"\n[load]\nrate = 50\nduration = \"6s\"\n[cluster]\nmode = \"kubeconfig\"\nkubeconfig = {:?}\nmanifests = [{:?}, {:?}]\nteardown = true\ntail = \"1s\"\n[[actions]]\nat = \"1s\"\ndo = \"drain-node\"\nnode = \"embedded-node-1\"\ntimeout = \"3s\"\n",
+            ip.trim(),
+            cluster.kubeconfig.display().to_string(),
+            deployment.display().to_string(),
+            pdb.display().to_string(),
+        ),
+    )
+    .expect("scenario");
+    let (code, summary, text) = run(&scenario, &dir.path().join("run"));
+    assert_eq!(code, 4, "{text}");
+    assert_eq!(failed(&summary), 0, "{text}");
+    let problems = summary["problems"].to_string();
+    assert!(
+        problems.contains("drain-node") && problems.contains("failed"),
+        "{problems}\n{text}"
+    );
+    let unschedulable = cluster.kubectl(&[
+        "get",
+        "node",
+        "embedded-node-1",
+        "-o",
+        "jsonpath={.spec.unschedulable}",
+    ]);
+    assert_ne!(
+        unschedulable.trim(),
+        "true",
+        "the node stayed cordoned\n{text}"
+    );
+    let left = cluster.kubectl(&["get", "deployments", "-o", "name"]);
+    assert!(left.trim().is_empty(), "teardown left {left}\n{text}");
+}

@@ -162,6 +162,23 @@ pub async fn uncordon(cluster: &Cluster, node: &str) -> Result<(), K8sError> {
     Ok(())
 }
 
+/// The nodes marked unschedulable (cordoned) now, sorted.
+pub async fn unschedulable_nodes(cluster: &Cluster) -> Result<Vec<String>, K8sError> {
+    let nodes: Api<Node> = Api::all(cluster.client.clone());
+    let list = nodes
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| cluster.err("list nodes", e))?;
+    let mut names: Vec<String> = list
+        .items
+        .into_iter()
+        .filter(|n| n.spec.as_ref().and_then(|s| s.unschedulable) == Some(true))
+        .filter_map(|n| n.metadata.name)
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
 fn deployment_of(kind: &ActionKind) -> Option<&str> {
     match kind {
         ActionKind::RolloutRestart { deployment }

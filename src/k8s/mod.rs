@@ -21,7 +21,7 @@ pub mod wait;
 
 use std::time::Duration;
 
-pub use actions::{ActionReport, run_action, uncordon};
+pub use actions::{ActionReport, run_action, uncordon, unschedulable_nodes};
 pub use apply::{AppliedObject, TeardownReport, apply, teardown};
 pub use client::{Cluster, KubeSource, KubeconfigOrigin, connect};
 pub use wait::{
