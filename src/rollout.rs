@@ -829,10 +829,10 @@ async fn observe_cluster(
 /// Requests in a row that must answer below 500 before the load starts.
 const WARM_UP_IN_A_ROW: u32 = 3;
 
-/// Sends single requests to the target until [`WARM_UP_IN_A_ROW`] in a row
-/// answer below 500 (each within the load's own request timeout, the whole
-/// bounded by `timeout`): proves the URL reaches the app before any request
-/// is counted.
+/// Sends single requests to the target, built as the load builds them
+/// ([`loadgen::probe`]), until [`WARM_UP_IN_A_ROW`] in a row answer below
+/// 500 (each within the load's own request timeout, the whole bounded by
+/// `timeout`): proves the URL reaches the app before any request is counted.
 async fn warm_up(
     addr: std::net::SocketAddr,
     target: &crate::scenario::Target,
@@ -840,15 +840,6 @@ async fn warm_up(
     timeout: Duration,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<(), RunError> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let host = target
-        .url
-        .authority()
-        .map_or_else(|| addr.to_string(), |a| a.to_string());
-    let path = target.url.path_and_query().map_or("/", |p| p.as_str());
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nhost: {host}\r\nuser-agent: rolltest-warmup\r\nconnection: close\r\n\r\n"
-    );
     let started = Instant::now();
     let mut in_a_row = 0;
     let mut last = String::from("no answer yet");
@@ -861,20 +852,11 @@ async fn warm_up(
                 humantime::format_duration(timeout)
             )));
         }
-        let attempt = async {
-            let mut stream = tokio::net::TcpStream::connect(addr).await?;
-            stream.write_all(request.as_bytes()).await?;
-            let mut head = vec![0u8; 64];
-            let n = stream.read(&mut head).await?;
-            Ok::<_, std::io::Error>(String::from_utf8_lossy(&head[..n]).into_owned())
-        };
-        let status = match tokio::time::timeout(request_timeout, attempt).await {
-            Ok(Ok(head)) => head
-                .split_whitespace()
-                .nth(1)
-                .and_then(|c| c.parse::<u16>().ok()),
+        let status = match tokio::time::timeout(request_timeout, loadgen::probe(target, addr)).await
+        {
+            Ok(Ok(code)) => Some(code),
             Ok(Err(e)) => {
-                last = e.to_string();
+                last = e;
                 None
             }
             Err(_) => {

@@ -265,3 +265,31 @@ fn send_quantum_groups_requests_and_bounds_their_lateness() {
         lags[150]
     );
 }
+
+/// The warm-up probe sends the scenario's request (method and headers
+/// included) and returns the status; a closed port is an error.
+#[test]
+fn probe_sends_the_scenarios_request_and_returns_its_status() {
+    let app = DemoApp::start(&[]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut target = common::target(&app.url());
+    assert_eq!(
+        runtime.block_on(rolltest::loadgen::probe(&target, app.addr)),
+        Ok(200)
+    );
+    target.url = format!("http://{}/nope", app.addr).parse().expect("url");
+    target.method = http::Method::DELETE;
+    let code = runtime
+        .block_on(rolltest::loadgen::probe(&target, app.addr))
+        .expect("answered");
+    assert!(code >= 400, "DELETE /nope answered {code}");
+    let closed = closed_port();
+    assert!(
+        runtime
+            .block_on(rolltest::loadgen::probe(&target, closed))
+            .is_err()
+    );
+}

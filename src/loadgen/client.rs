@@ -85,6 +85,28 @@ impl RequestTemplate {
     }
 }
 
+/// Sends one request as the load will send it (method, headers, body,
+/// `Connection: close`) on a connection of its own and returns the status:
+/// a check that the target serves, before any request is counted.
+pub async fn probe(target: &Target, addr: SocketAddr) -> Result<u16, String> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+    let driver = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let response = sender
+        .send_request(RequestTemplate::new(target, false).build())
+        .await
+        .map_err(|e| e.to_string());
+    driver.abort();
+    Ok(response?.status().as_u16())
+}
+
 struct Client {
     pool: Rc<Pool>,
     template: RequestTemplate,

@@ -118,6 +118,8 @@ pub struct LoadRun {
     started_us: u64,
 }
 
+pub use client::probe;
+
 /// Resolves the target's address (before any thread starts, so a bad host is
 /// an immediate, clear error).
 pub async fn resolve(target: &Target) -> Result<SocketAddr, LoadError> {
