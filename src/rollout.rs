@@ -233,7 +233,7 @@ pub fn execute(
     });
     let dir = RunDir::create(&out)?;
     dir.write(rundir::SCENARIO, &scenario.text)?;
-    dir.write(rundir::TIMELINE, "{\"events\": []}\n")?;
+    dir.write_timeline(&Timeline::default())?;
     copy_manifests(&dir, cluster)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -281,10 +281,7 @@ pub fn execute(
     let attributions = correlate::attribute(&input);
     apply_attributions(&mut records, &attributions);
     dir.rewrite_records(&records)?;
-    dir.write(
-        rundir::TIMELINE,
-        serde_json::to_string_pretty(&timeline).map_err(|e| RunError::Setup(e.to_string()))?,
-    )?;
+    dir.write_timeline(&timeline)?;
 
     let scheduled_s = observed.load.scheduled as f64 / scenario.load.rate;
     let facts = RunFacts {

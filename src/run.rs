@@ -306,7 +306,7 @@ fn execute(
 
     let dir = RunDir::create(&out)?;
     dir.write(rundir::SCENARIO, &scenario.text)?;
-    dir.write(rundir::TIMELINE, "[]\n")?;
+    dir.write_timeline(&crate::model::Timeline::default())?;
 
     let origin = Instant::now() + START_MARGIN;
     let duration_us = u64::try_from(scenario.load.duration.as_micros()).unwrap_or(u64::MAX);

@@ -160,6 +160,11 @@ impl RunDir {
         self.write_json(SUMMARY, summary)
     }
 
+    /// Writes `timeline.json` (`{"events": [...]}`; no events for a plain load).
+    pub fn write_timeline(&self, timeline: &crate::model::Timeline) -> Result<(), RunDirError> {
+        self.write_json(TIMELINE, timeline)
+    }
+
     /// Writes `run.json`.
     pub fn write_facts(&self, facts: &RunFacts) -> Result<(), RunDirError> {
         self.write_json(FACTS, facts)

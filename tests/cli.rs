@@ -258,6 +258,12 @@ fn load_writes_a_complete_run_directory_and_passes() {
     ] {
         assert!(out_dir.join(f).is_file(), "{f} missing");
     }
+    // A plain load's timeline has the rollout runs' shape, with no events
+    // (so `compare` and `report` read both kinds alike).
+    let timeline: rolltest::model::Timeline =
+        serde_json::from_str(&fs::read_to_string(out_dir.join("timeline.json")).expect("timeline"))
+            .expect("timeline.json is a Timeline");
+    assert!(timeline.events.is_empty());
     let s = summary(&out_dir);
     assert_eq!(s["verdict"], "pass");
     assert_eq!(s["requests"]["scheduled"], 200);
