@@ -218,7 +218,7 @@ impl Evidence<'_> {
             .iter()
             .filter(|r| {
                 let (s, e) = span(r);
-                gone.is_some_and(|g| s < g + super::rules::IN_FLIGHT_LEAD_US && g <= e + self.slack)
+                gone.is_some_and(|g| super::rules::in_flight_at(g, s, e, self.slack))
             })
             .count();
         let pinned = recs.len() - in_flight;

@@ -19,6 +19,14 @@ use crate::model::{Cause, ErrorKind, ProxyFailure, ProxyOutcome, RequestRecord};
 /// opened just after the exit (endpoint lag) as cut in flight.
 pub(crate) const IN_FLIGHT_LEAD_US: i64 = 10_000;
 
+/// Whether a request sent at `s` and ended at `e` was in flight when its
+/// pod's process went at `gone` (`s < gone ≤ e`, `s` up to
+/// [`IN_FLIGHT_LEAD_US`] after the exit's stamp, `e` up to `slack` before
+/// it). The rule and the evidence's "in flight" count both ask this.
+pub(crate) fn in_flight_at(gone: i64, s: i64, e: i64, slack: i64) -> bool {
+    s < gone + IN_FLIGHT_LEAD_US && gone <= e + slack
+}
+
 /// The rules' context: the timeline's facts and the mode's tolerances.
 pub(crate) struct Ctx {
     pub facts: Facts,
@@ -169,8 +177,7 @@ impl Ctx {
             return false;
         }
         if let Some(gone) = p.gone()
-            && s < gone + IN_FLIGHT_LEAD_US
-            && gone <= e + self.slack
+            && in_flight_at(gone, s, e, self.slack)
         {
             return true;
         }
