@@ -1,0 +1,303 @@
+#!/usr/bin/env bash
+# rolltest against a real Kubernetes: starts scripts/realk8s (built from the
+# official sources, run as processes), checks that kubectl works against it,
+# runs the kind scenarios through `rolltest run --kubeconfig --context` and
+# asserts their verdicts, then stops the cluster and asserts that nothing of
+# the run is left on the machine. Also the faults: a second `up`, a component
+# that dies, `up` killed with SIGKILL and then `down`, no root, no Go.
+#
+#     scripts/test-real-cluster.sh          (as root; installs the Debian packages it needs)
+#
+# Ends with "N passed, M failed" and exits non-zero on any failure.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+REPO="$PWD"
+REALK8S="$REPO/scripts/realk8s"
+WORK="$(mktemp -d /tmp/test-real-cluster.XXXXXX)"
+KUBECONFIG_FILE="$WORK/kubeconfig"
+PASSED=0
+FAILED=0
+FAILURES=()
+UP_PID=""
+
+log() { printf '\n== %s\n' "$*"; }
+pass() {
+    PASSED=$((PASSED + 1))
+    printf 'ok    %s\n' "$1"
+}
+fail() {
+    FAILED=$((FAILED + 1))
+    FAILURES+=("$1")
+    printf 'FAIL  %s\n' "$1"
+    [[ -n ${2:-} ]] && printf '      %s\n' "$2"
+}
+check() { # name cmd...
+    local name="$1"
+    shift
+    if "$@"; then pass "$name"; else fail "$name"; fi
+}
+elapsed() { echo $(($(date +%s) - $1))s; }
+
+cleanup() {
+    if [[ -n $UP_PID ]] && kill -0 "$UP_PID" 2>/dev/null; then
+        kill -TERM "$UP_PID" 2>/dev/null
+        wait "$UP_PID" 2>/dev/null
+    fi
+    "$REALK8S" down >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---- what the machine looks like before (for "nothing left behind") ----------
+host_state() {
+    echo "# links"
+    ip -o link show | awk -F': ' '{ print $2 }' | sed 's/@.*//' | sort
+    echo "# routes"
+    ip -4 route show table all | grep -v '^local\|^broadcast\|^multicast\|^fe80' | sort
+    echo "# iptables chains"
+    local t
+    for t in filter nat mangle raw security; do
+        iptables-save -t "$t" 2>/dev/null | awk -v t="$t" '/^:/ { print t, $1 }'
+        ip6tables-save -t "$t" 2>/dev/null | awk -v t="$t" '/^:/ { print "v6", t, $1 }'
+    done | sort
+    echo "# iptables rules"
+    iptables-save 2>/dev/null | grep '^-A' | sort
+    echo "# nft tables"
+    nft list tables 2>/dev/null | sort
+    echo "# network namespaces (named)"
+    ip netns list 2>/dev/null | sort
+    echo "# mounts"
+    awk '{ print $5 }' /proc/self/mountinfo | sort
+    echo "# cgroups"
+    ls -d /sys/fs/cgroup/*/rolltest-realk8s 2>/dev/null
+    echo "# sysctls"
+    sysctl net.ipv4.ip_forward net.ipv4.conf.all.route_localnet vm.overcommit_memory kernel.panic kernel.panic_on_oops kernel.keys.root_maxkeys kernel.keys.root_maxbytes 2>/dev/null
+}
+# Processes of the run: anything running a binary from realk8s's cache, any
+# containerd shim, anything in the run's cgroups.
+run_processes() {
+    local p exe
+    for p in /proc/[0-9]*; do
+        exe="$(readlink "$p/exe" 2>/dev/null)" || continue
+        case "$exe" in
+        */rolltest-realk8s/* | *containerd-shim*) echo "${p#/proc/} $exe" ;;
+        esac
+    done
+    cat /sys/fs/cgroup/*/rolltest-realk8s/cgroup.procs 2>/dev/null
+}
+# A named network namespace count does not show the pods' (anonymous) ones:
+# count the distinct network namespaces of all processes too.
+netns_count() { for p in /proc/[0-9]*/ns/net; do readlink "$p" 2>/dev/null; done | sort -u | wc -l; }
+
+assert_clean() { # label
+    local after diff procs
+    after="$(host_state)"
+    diff="$(diff <(echo "$BEFORE_STATE") <(echo "$after"))"
+    procs="$(run_processes)"
+    if [[ -z $diff && -z $procs && "$(netns_count)" == "$BEFORE_NETNS" ]]; then
+        pass "$1: nothing left behind (processes, links, routes, chains, mounts, netns, cgroups, sysctls)"
+    else
+        fail "$1: nothing left behind" "diff before/after: ${diff:-none}; processes: ${procs:-none}; netns $(netns_count) vs $BEFORE_NETNS"
+    fi
+}
+
+start_up() { # extra args...; sets UP_PID, UP_LOG
+    UP_LOG="$WORK/up-$((++UP_COUNT)).log"
+    # Job control on: a background `up` then keeps SIGINT (a shell without it
+    # starts background commands with SIGINT ignored).
+    set -m
+    "$REALK8S" up --kubeconfig "$KUBECONFIG_FILE" "$@" >"$UP_LOG" 2>&1 &
+    UP_PID=$!
+    set +m
+}
+UP_COUNT=0
+
+wait_ready() { # seconds
+    local deadline=$(($(date +%s) + $1))
+    while ! grep -q '^realk8s: ready' "$UP_LOG"; do
+        if ! kill -0 "$UP_PID" 2>/dev/null; then
+            echo "realk8s up exited before it was ready:"
+            tail -n 40 "$UP_LOG"
+            return 1
+        fi
+        if (($(date +%s) >= deadline)); then
+            echo "realk8s up was not ready within $1 s:"
+            tail -n 40 "$UP_LOG"
+            return 1
+        fi
+        sleep 1
+    done
+}
+
+wait_exit() { # pid seconds -> exit code (124 on timeout)
+    local i
+    for ((i = 0; i < $2 * 10; i++)); do
+        kill -0 "$1" 2>/dev/null || {
+            wait "$1"
+            return $?
+        }
+        sleep 0.1
+    done
+    return 124
+}
+
+k() { kubectl --kubeconfig "$KUBECONFIG_FILE" "$@"; }
+
+# ---- setup -------------------------------------------------------------------
+T0=$(date +%s)
+log "Debian packages"
+"$REALK8S" deps || exit 1
+log "rolltest (cargo build --locked --bin rolltest)"
+cargo build --locked --bin rolltest || exit 1
+export REALK8S_ROLLTEST="$REPO/target/debug/rolltest"
+ROLLTEST="$REALK8S_ROLLTEST"
+log "realk8s build (cached after the first time)"
+t=$(date +%s)
+"$REALK8S" build || exit 1
+echo "build: $(elapsed "$t")"
+"$REALK8S" down >/dev/null 2>&1 || true
+BEFORE_STATE="$(host_state)"
+BEFORE_NETNS="$(netns_count)"
+
+# ---- bad input -----------------------------------------------------------------
+log "bad input"
+out="$(setpriv --reuid=65534 --regid=65534 --clear-groups "$REALK8S" up 2>&1)"
+rc=$?
+[[ $rc == 2 && $out == *"needs root"* ]] && pass "up without root: exit 2, says root is needed" || fail "up without root" "rc=$rc: $out"
+out="$(env PATH=/usr/sbin:/usr/bin:/sbin:/bin REALK8S_CACHE_DIR="$WORK/empty-cache" "$REALK8S" build 2>&1)"
+rc=$?
+[[ $rc == 2 && $out == *"Go is not installed"* ]] && pass "build without Go and an empty cache: exit 2, names Go" || fail "build without Go" "rc=$rc: $out"
+out="$("$REALK8S" up --nodes 9 2>&1)"
+rc=$?
+[[ $rc == 2 && $out == *"--nodes must be"* ]] && pass "up --nodes 9: exit 2" || fail "up --nodes 9" "rc=$rc: $out"
+out="$("$REALK8S" image rolltest-demo:latest /bin/true 2>&1)"
+rc=$?
+[[ $rc == 2 && $out == *"other than 'latest'"* ]] && pass "image with tag latest: exit 2" || fail "image :latest" "rc=$rc: $out"
+
+# ---- a cluster -----------------------------------------------------------------
+log "realk8s up (3 nodes, like kind-config.yaml)"
+t=$(date +%s)
+start_up --nodes 3
+if wait_ready 600; then
+    pass "up: ready in $(elapsed "$t")"
+    grep '^realk8s: ' "$UP_LOG" | sed 's/^/    /'
+else
+    fail "up: ready"
+    echo "$FAILED failed; giving up"
+    exit 1
+fi
+
+out="$("$REALK8S" up --kubeconfig "$WORK/other" 2>&1)"
+rc=$?
+[[ $rc == 2 && $out == *"another realk8s is running"* ]] && pass "a second up: exit 2, another realk8s is running" || fail "a second up" "rc=$rc: $out"
+
+log "kubectl against it"
+k get nodes -o wide
+ready_nodes="$(k get nodes --no-headers | awk '$2 == "Ready"' | wc -l)"
+[[ $ready_nodes == 3 ]] && pass "kubectl get nodes: 3 Ready" || fail "kubectl get nodes: 3 Ready" "got $ready_nodes"
+[[ "$(k get node rolltest-control-plane -o jsonpath='{.spec.taints[0].key}')" == node-role.kubernetes.io/control-plane ]] &&
+    pass "the control-plane node is tainted like kind's" || fail "control-plane taint"
+k version
+check "kubectl apply" k apply -f scenarios/embedded/naive/deployment.yaml -f scenarios/embedded/naive/service.yaml
+check "kubectl rollout status" k rollout status deployment/api --timeout=180s
+k get pods -o wide
+ready_pods="$(k get pods --no-headers | awk '$2 == "1/1" && $3 == "Running"' | wc -l)"
+[[ $ready_pods == 6 ]] && pass "kubectl get pods: 6 pods 1/1 Running (READY column)" || fail "READY column" "$ready_pods of 6"
+pod_ips="$(k get pods -o jsonpath='{.items[*].status.podIP}')"
+[[ $pod_ips =~ 10\.244\.[23]\. && ! $pod_ips =~ 10\.244\.1\. ]] && pass "pods on the workers, in their own network namespaces ($pod_ips)" || fail "pod addresses" "$pod_ips"
+hdr="$(curl -sS -m 5 -D - -o /dev/null http://127.0.0.1:30080/ | tr -d '\r' | grep -i '^x-rolltest-pod:')"
+[[ $hdr == *api-* ]] && pass "the Service answers at 127.0.0.1:30080 (localhost NodePort): $hdr" || fail "localhost NodePort" "$hdr"
+pod="$(k get pods -o jsonpath='{.items[0].metadata.name}')"
+check "kubectl logs" bash -c "kubectl --kubeconfig '$KUBECONFIG_FILE' logs '$pod' | grep -q ."
+check "kubectl scale" k scale deployment/api --replicas=3
+check "kubectl rollout restart" k rollout restart deployment/api
+check "kubectl rollout status after restart" k rollout status deployment/api --timeout=180s
+check "kubectl cordon" k cordon rolltest-worker2
+check "kubectl drain" k drain rolltest-worker2 --ignore-daemonsets --timeout=120s
+on_w2="$(k get pods -o wide --no-headers | awk '$7 == "rolltest-worker2"' | wc -l)"
+[[ $on_w2 == 0 ]] && pass "drained: no pod left on rolltest-worker2" || fail "drain moved the pods" "$on_w2 left"
+check "kubectl uncordon" k uncordon rolltest-worker2
+check "kubectl delete" k delete -f scenarios/embedded/naive/deployment.yaml -f scenarios/embedded/naive/service.yaml --wait=true --timeout=120s
+
+# ---- rolltest against it ---------------------------------------------------------
+causes() { # run dir
+    python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print("verdict", s["verdict"], "failed", s["requests"]["failed"], "causes", json.dumps(s.get("errors_by_cause", {})))' "$1/summary.json" 2>/dev/null
+}
+failed_requests() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["requests"]["failed"])' "$1/summary.json" 2>/dev/null; }
+
+run_scenario() { # scenario expected-exit
+    local s="$1" want="$2" name out rc
+    name="$(basename "$s" .toml)"
+    out="$WORK/runs/$name"
+    log "rolltest run $s --kubeconfig ... --context realk8s (expect exit $want)"
+    "$ROLLTEST" run "$s" --kubeconfig "$KUBECONFIG_FILE" --context realk8s --out "$out" --quiet
+    rc=$?
+    echo "exit $rc; $(causes "$out")"
+    RESULTS+=("$name: exit $rc; $(causes "$out")")
+    if [[ $rc == "$want" ]]; then pass "$name: exit $rc"; else fail "$name: exit $want expected, got $rc"; fi
+}
+RESULTS=()
+mkdir -p "$WORK/runs"
+run_scenario scenarios/kind/naive.toml 1
+run_scenario scenarios/kind/fixed.toml 0
+[[ "$(failed_requests "$WORK/runs/fixed")" == 0 ]] && pass "fixed: no failed request" || fail "fixed: no failed request"
+run_scenario scenarios/kind/drain-no-pdb.toml 1
+run_scenario scenarios/kind/drain-pdb.toml 0
+
+# ---- stop: Ctrl-C ----------------------------------------------------------------
+log "Ctrl-C (SIGINT) to up"
+kill -INT "$UP_PID"
+wait_exit "$UP_PID" 120
+rc=$?
+UP_PID=""
+[[ $rc == 0 ]] && pass "up after SIGINT: exit 0 after a clean teardown" || {
+    fail "up after SIGINT: exit 0" "rc=$rc"
+    tail -n 30 "$UP_LOG"
+}
+grep -q 'teardown complete' "$UP_LOG" && pass "up said its teardown was complete" || fail "teardown complete"
+assert_clean "after Ctrl-C"
+
+# ---- a component that dies -------------------------------------------------------------
+log "a component dies while up runs"
+start_up --nodes 2
+if wait_ready 300; then
+    kill -KILL "$(awk '{ print $1 }' /var/lib/rolltest-realk8s/pids/kube-scheduler)"
+    wait_exit "$UP_PID" 120
+    rc=$?
+    UP_PID=""
+    [[ $rc == 1 ]] && grep -q 'kube-scheduler died' "$UP_LOG" && pass "kube-scheduler killed: up says so, exits 1" ||
+        fail "component death" "rc=$rc; $(tail -n 5 "$UP_LOG")"
+    assert_clean "after a component died"
+else
+    fail "up (2 nodes) ready"
+fi
+
+# ---- SIGKILL, then down -------------------------------------------------------------
+log "up killed with SIGKILL, then down"
+start_up --nodes 2
+if wait_ready 300; then
+    k apply -f scenarios/embedded/naive/deployment.yaml -f scenarios/embedded/naive/service.yaml >/dev/null
+    k rollout status deployment/api --timeout=180s >/dev/null
+    kill -KILL "$UP_PID"
+    wait "$UP_PID" 2>/dev/null
+    UP_PID=""
+    [[ -n "$(run_processes)" ]] && pass "after SIGKILL the cluster's processes are still there (as expected)" || fail "SIGKILL left processes"
+    out="$("$REALK8S" down 2>&1)"
+    rc=$?
+    echo "$out" | sed 's/^/    /'
+    [[ $rc == 0 ]] && pass "down: exit 0" || fail "down: exit 0" "rc=$rc"
+    assert_clean "after SIGKILL and down"
+    out="$("$REALK8S" down 2>&1)"
+    rc=$?
+    [[ $rc == 0 && $out == *"nothing to clean up"* ]] && pass "down again: nothing to clean up, exit 0" || fail "down idempotent" "rc=$rc: $out"
+else
+    fail "up (2 nodes) ready"
+fi
+
+log "what the correlator said on the real cluster"
+printf '  %s\n' "${RESULTS[@]}"
+echo
+echo "real cluster tests took $(elapsed "$T0")"
+((FAILED)) && printf 'failed: %s\n' "${FAILURES[@]}"
+echo "$PASSED passed, $FAILED failed"
+((FAILED == 0))
