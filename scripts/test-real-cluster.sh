@@ -103,12 +103,12 @@ assert_clean() { # label
 
 start_up() { # extra args...; sets UP_PID, UP_LOG
     UP_LOG="$WORK/up-$((++UP_COUNT)).log"
-    # Job control on: a background `up` then keeps SIGINT (a shell without it
-    # starts background commands with SIGINT ignored).
-    set -m
-    "$REALK8S" up --kubeconfig "$KUBECONFIG_FILE" "$@" >"$UP_LOG" 2>&1 &
+    # A shell without job control starts background commands with SIGINT
+    # ignored, and a CI runner may have it ignored already: give `up` the
+    # default disposition, as a terminal's Ctrl-C finds it.
+    python3 -c 'import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execvp(sys.argv[1], sys.argv[1:])' \
+        "$REALK8S" up --kubeconfig "$KUBECONFIG_FILE" "$@" >"$UP_LOG" 2>&1 &
     UP_PID=$!
-    set +m
 }
 UP_COUNT=0
 

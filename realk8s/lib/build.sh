@@ -153,12 +153,14 @@ build_binary_image() { # out.tar, NAME:TAG, user, BINARY, ARGS...
     mkdir -p "$root/usr/local/bin" "$root/bin" "$root/tmp" "$root/etc"
     chmod 1777 "$root/tmp"
     cp "$bin" "$root/usr/local/bin/$(basename "$bin")"
+    # Debug info only makes the layer big (a debug build of rolltest is ~280 MB).
+    strip --strip-debug "$root/usr/local/bin/$(basename "$bin")" 2>/dev/null || true
     # Shared libraries and the dynamic loader, at the paths the binary asks for.
     while read -r lib; do
         [[ -f $lib ]] || continue
         mkdir -p "$root$(dirname "$lib")"
         cp -L "$lib" "$root$lib"
-    done < <(ldd "$bin" 2>/dev/null | awk '/=> \// { print $3 } /^\s*\/[^ ]+ \(/ { print $1 }')
+    done < <(ldd "$bin" 2>/dev/null | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }')
     cp /bin/busybox "$root/bin/busybox"
     for a in sleep sh true cat; do ln -s busybox "$root/bin/$a"; done
     printf 'root:x:0:0:root:/:/bin/sh\nnonroot:x:65532:65532:nonroot:/:/bin/sh\n' >"$root/etc/passwd"
@@ -201,10 +203,12 @@ rolltest_binary() {
 build_demo_image() {
     local bin key
     bin="$(rolltest_binary)"
-    key="$(sha256sum "$bin" | cut -c1-12)"
+    # The binary and this recipe make the image.
+    key="$(cat "$bin" "${BASH_SOURCE[0]}" | sha256sum | cut -c1-12)"
     DEMO_TAR="$CACHE/images/rolltest-demo-$key.tar"
     if [[ ! -f $DEMO_TAR ]]; then
         mkdir -p "$CACHE/images"
+        rm -f "$CACHE"/images/rolltest-demo-*.tar   # older binaries' images
         # What Dockerfile gives the demo app: `rolltest serve` on every
         # interface of the pod, port 8080, as user 65532.
         build_binary_image "$DEMO_TAR" "$DEMO_IMAGE" "65532:65532" "$bin" serve --listen 0.0.0.0:8080

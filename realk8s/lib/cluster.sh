@@ -42,6 +42,7 @@ start_apiserver() {
         --allow-privileged=true \
         --service-cluster-ip-range "$SERVICE_RANGE" \
         --service-node-port-range 30000-32767 \
+        --kubelet-preferred-address-types InternalIP \
         --profiling=false \
         --v=1
     wait_for 120 kube-apiserver api_get /readyz ||
