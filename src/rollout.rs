@@ -545,6 +545,9 @@ async fn observe_cluster(
         k.namespace,
         subject.docs.len()
     ));
+    if embedded.is_some() && k8s::ensure_namespace(&k).await? {
+        say(&format!("  created namespace {}", k.namespace));
+    }
     let applied = k8s::apply(&k, &subject.docs).await?;
     let progress_line = move |line: &str| {
         if !quiet {

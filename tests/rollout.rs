@@ -422,3 +422,35 @@ fn a_drain_blocked_for_good_is_inconclusive_and_teardown_uncordons_its_node() {
     let left = cluster.kubectl(&["get", "deployments", "-o", "name"]);
     assert!(left.trim().is_empty(), "teardown left {left}\n{text}");
 }
+
+/// Two replicas of the demo app with a readiness probe: quick to roll out.
+const SMALL_DEPLOYMENT: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: api, labels: {app: api}}\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: api}}\n  template:\n    metadata: {labels: {app: api}}\n    spec:\n      containers:\n      - name: api\n        image: rolltest-demo:v1\n        ports: [{containerPort: 8080}]\n        readinessProbe: {httpGet: {path: /healthz, port: 8080}, periodSeconds: 1}\n";
+
+/// A ClusterIP Service for [`SMALL_DEPLOYMENT`].
+const SMALL_SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: api}\nspec:\n  selector: {app: api}\n  ports: [{port: 80, targetPort: 8080}]\n";
+
+/// An embedded scenario's `namespace`: the embedded cluster starts with
+/// only `default` and the `kube-*` namespaces, so rolltest creates the
+/// scenario's before applying (the apply used to fail: namespaces "demo"
+/// not found).
+#[test]
+fn an_embedded_scenario_runs_in_its_own_namespace() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("deployment.yaml"), SMALL_DEPLOYMENT).expect("deployment");
+    std::fs::write(dir.path().join("service.yaml"), SMALL_SERVICE).expect("service");
+    let scenario = dir.path().join("s.toml");
+    std::fs::write(
+        &scenario,
+        "name = \"embedded-namespace\"\n[target]\npath = \"/\"\n[load]\nrate = 20\nduration = \"2s\"\n[cluster]\nmode = \"embedded\"\nnamespace = \"demo\"\nmanifests = [\"deployment.yaml\", \"service.yaml\"]\ntail = \"500ms\"\n",
+    )
+    .expect("scenario");
+    let out = dir.path().join("run");
+    let (code, summary, text) = run(&scenario, &out);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(failed(&summary), 0, "{text}");
+    let facts: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).expect("run.json"))
+            .expect("json");
+    assert_eq!(facts["cluster"]["mode"], "embedded", "{text}");
+    assert_eq!(facts["cluster"]["namespace"], "demo", "{text}");
+}

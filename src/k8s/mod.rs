@@ -22,7 +22,7 @@ pub mod wait;
 use std::time::Duration;
 
 pub use actions::{ActionReport, run_action, uncordon, unschedulable_nodes};
-pub use apply::{AppliedObject, TeardownReport, apply, teardown};
+pub use apply::{AppliedObject, TeardownReport, apply, ensure_namespace, teardown};
 pub use client::{Cluster, KubeSource, KubeconfigOrigin, connect};
 pub use wait::{
     Progress, ReadyInfo, ServiceInfo, ServicePortInfo, SettledInfo, wait_ready, wait_settled,
