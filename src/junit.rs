@@ -232,6 +232,9 @@ fn properties(summary: &Summary, facts: &RunFacts, run_dir: &Path) -> Vec<(&'sta
     if let Some(c) = &facts.cluster {
         p.push(("cluster.mode", c.mode.clone()));
         p.push(("cluster.namespace", c.namespace.clone()));
+        if let Some(context) = &c.context {
+            p.push(("cluster.context", context.clone()));
+        }
         p.push(("cluster.deployment", c.deployment.clone()));
     }
     p

@@ -44,8 +44,8 @@ use crate::{
     report,
     run::{RunError, START_MARGIN, print_summary},
     rundir::{self, RunDir},
-    scenario::{ClusterMode, ClusterSpec, EmbeddedSpec, ProxyKind, Scenario},
-    summary::{Aggregate, ClusterFacts, PropagationStats, RunFacts, Summary},
+    scenario::{ClusterMode, ClusterSpec, EmbeddedSpec, Overridden, ProxyKind, Scenario},
+    summary::{Aggregate, ClusterFacts, OverrideFacts, PropagationStats, RunFacts, Summary},
     timeline::{self, WatchTarget, proxy::ProxyCollector},
     verdict::Verdict,
 };
@@ -152,12 +152,12 @@ pub fn check(scenario: &Scenario, cluster: &ClusterSpec) -> Result<String, RunEr
         .iter()
         .filter(|f| f.severity == Severity::Error)
         .count();
-    let mode = match &cluster.mode {
-        ClusterMode::Embedded(_) => "embedded",
-        ClusterMode::Kubeconfig { .. } => "kubeconfig",
-    };
+    let mode = cluster.mode.name().as_str();
+    let flags = cluster.overridden.as_ref().map_or_else(String::new, |o| {
+        format!(" ({})", overrides_note(cluster, o))
+    });
     Ok(format!(
-        "{} objects in {} manifest file(s); deployment {:?}{}; {} action(s); {mode} cluster; lint: {} finding(s), {errors} error(s)",
+        "{} objects in {} manifest file(s); deployment {:?}{}; {} action(s); {mode} cluster{flags}; lint: {} finding(s), {errors} error(s)",
         subject.manifests.len(),
         cluster.manifests.len(),
         subject.deployment,
@@ -168,6 +168,19 @@ pub fn check(scenario: &Scenario, cluster: &ClusterSpec) -> Result<String, RunEr
         scenario.actions.len(),
         findings.len(),
     ))
+}
+
+/// The cluster flags in words: `--context kind-b -n demo`, and `, instead
+/// of the scenario's embedded cluster` when they switched the mode.
+fn overrides_note(cluster: &ClusterSpec, o: &Overridden) -> String {
+    let mut note = o.flags.to_flags();
+    if o.scenario_mode != cluster.mode.name() {
+        note.push_str(&format!(
+            ", instead of the scenario's {} cluster",
+            o.scenario_mode.as_str()
+        ));
+    }
+    note
 }
 
 fn cluster_options(
@@ -210,6 +223,12 @@ struct Observed {
     problems: Vec<String>,
     namespace: String,
     target: String,
+    /// The context connected with.
+    context: String,
+    /// The API server.
+    server: String,
+    /// Kubeconfig mode: where the kubeconfig came from.
+    kubeconfig: Option<String>,
 }
 
 /// Runs a scenario with a `[cluster]`; with `junit`, also writes JUnit XML
@@ -248,6 +267,12 @@ pub fn execute(
             eprintln!("{text}");
         }
     };
+    if let Some(o) = &cluster.overridden {
+        say(&format!(
+            "cluster from the flags: {}",
+            overrides_note(cluster, o)
+        ));
+    }
 
     // Every record goes to records.csv as it arrives (a crash loses
     // nothing) and is kept in memory for the correlator.
@@ -300,10 +325,7 @@ pub fn execute(
         connections: live.connections.load(Ordering::Relaxed),
         rolltest_version: env!("CARGO_PKG_VERSION").to_string(),
         cluster: Some(ClusterFacts {
-            mode: match &cluster.mode {
-                ClusterMode::Embedded(_) => "embedded".into(),
-                ClusterMode::Kubeconfig { .. } => "kubeconfig".into(),
-            },
+            mode: cluster.mode.name().as_str().into(),
             namespace: observed.namespace.clone(),
             deployment: subject.deployment.clone(),
             service: subject.service.clone(),
@@ -311,6 +333,15 @@ pub fn execute(
             findings,
             asked_duration_s: asked.as_secs_f64(),
             problems: observed.problems,
+            context: Some(observed.context),
+            server: Some(observed.server),
+            kubeconfig: observed.kubeconfig,
+            overrides: cluster.overridden.as_ref().map(|o| OverrideFacts {
+                kubeconfig: o.flags.kubeconfig.as_ref().map(|p| p.display().to_string()),
+                context: o.flags.context.clone(),
+                namespace: o.flags.namespace.clone(),
+                scenario_mode: o.scenario_mode.as_str().into(),
+            }),
         }),
     };
     dir.write_facts(&facts)?;
@@ -537,14 +568,19 @@ async fn observe_cluster(
             return Err(RunError::Setup("the embedded cluster did not start".into()));
         }
     };
+    let kubeconfig = embedded.is_none().then(|| source.describe());
     let k = k8s::connect(&source).await?;
     say(&format!(
-        "cluster {} ({}), namespace {}: applying {} object(s) (server-side apply, field manager rolltest)",
+        "cluster {} ({}, context {}), namespace {}: applying {} object(s) (server-side apply, field manager rolltest)",
         k.server,
         k.version,
+        k.context,
         k.namespace,
         subject.docs.len()
     ));
+    if embedded.is_some() && k8s::ensure_namespace(&k).await? {
+        say(&format!("  created namespace {}", k.namespace));
+    }
     let applied = k8s::apply(&k, &subject.docs).await?;
     let progress_line = move |line: &str| {
         if !quiet {
@@ -820,6 +856,9 @@ async fn observe_cluster(
         problems,
         namespace: k.namespace.clone(),
         target: target_text,
+        context: k.context.clone(),
+        server: k.server.clone(),
+        kubeconfig,
     })
 }
 

@@ -16,7 +16,7 @@ use crate::{
     report,
     rundir::{self, RunDir, RunDirError},
     scenario::{
-        RawLoad, RawScenario, RawTarget, RawVerdict, Scenario, ScenarioError,
+        ClusterOverrides, RawLoad, RawScenario, RawTarget, RawVerdict, Scenario, ScenarioError,
         values::{HttpMethod, HttpUrl, NonNegative, PositiveDuration, Rate},
     },
     summary::{Aggregate, RunFacts, Summary},
@@ -101,6 +101,8 @@ pub struct RunOptions {
     pub check_only: bool,
     /// Also write JUnit XML here.
     pub junit: Option<PathBuf>,
+    /// `--kubeconfig`, `--context`, `--namespace` over the scenario's `[cluster]`.
+    pub overrides: ClusterOverrides,
 }
 
 /// `rolltest load`.
@@ -140,7 +142,8 @@ pub struct LoadOptions {
 
 /// Runs (or, with `check_only`, validates) a scenario file.
 pub fn run_scenario(opts: RunOptions) -> Result<ExitStatus, RunError> {
-    let scenario = Scenario::load(&opts.scenario)?;
+    let mut scenario = Scenario::load(&opts.scenario)?;
+    scenario.apply_overrides(&opts.overrides)?;
     check_junit(opts.junit.as_deref())?;
     if let Some(cluster) = &scenario.cluster {
         if opts.check_only {

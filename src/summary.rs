@@ -247,6 +247,38 @@ pub struct ClusterFacts {
     /// rollout never settled, a watch broke): each makes the run inconclusive.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,
+    /// The kube context the run connected with (embedded: `rolltest-embedded`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    /// The API server the run talked to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    /// Kubeconfig mode: where the kubeconfig came from (its file, or
+    /// `$KUBECONFIG` / `~/.kube/config` as kubectl finds it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubeconfig: Option<String>,
+    /// `rolltest run --kubeconfig/--context/--namespace`: the flags that
+    /// replaced the scenario's `[cluster]` values (scenario.toml is the file
+    /// as written, with a comment naming them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overrides: Option<OverrideFacts>,
+}
+
+/// `run.json` `cluster.overrides`: the cluster flags of `rolltest run`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverrideFacts {
+    /// `--kubeconfig`, made absolute (it is relative to the directory rolltest ran in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubeconfig: Option<String>,
+    /// `--context`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    /// `--namespace`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The scenario's own `mode` (`mode` above is what ran: an embedded
+    /// scenario given `--kubeconfig` or `--context` ran on that cluster).
+    pub scenario_mode: String,
 }
 
 /// Rounded milliseconds from microseconds (three decimals, so JSON stays stable).

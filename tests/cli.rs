@@ -189,6 +189,67 @@ fn example_scenarios_validate() {
     assert!(n >= 2, "expected example scenarios, found {n}");
 }
 
+/// `rolltest run`'s kubectl flags: an embedded scenario whose load goes to
+/// the Service (no `[target] url`) cannot switch to a real cluster (exit 2,
+/// naming what to add); `-n` keeps it embedded; a plain load scenario has no
+/// cluster to point them at; the help says how a relative --kubeconfig reads.
+#[test]
+fn cluster_flags_on_run_are_checked_before_anything_runs() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let naive = repo.join("scenarios/embedded/naive.toml");
+    let naive = naive.to_str().unwrap();
+    for flags in [
+        vec!["--context", "kind-rolltest"],
+        vec!["--kubeconfig", "/nonexistent/kubeconfig"],
+    ] {
+        for check in [true, false] {
+            let mut args = vec!["run", naive];
+            if check {
+                args.push("--check");
+            }
+            args.extend(&flags);
+            let out = rolltest(&args);
+            let err = stderr(&out);
+            assert_eq!(code(&out), 2, "{args:?}: {err}");
+            assert!(
+                err.contains(&format!("error: {}: runs the embedded scenario ", flags[0])),
+                "{err}"
+            );
+            assert!(err.contains("its [target] has no url"), "{err}");
+            assert!(
+                err.contains("Add `url = \"http://HOST:PORT/\"` to [target]"),
+                "{err}"
+            );
+        }
+    }
+    let out = rolltest(&["run", "--check", naive, "-n", "demo"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(text.contains("; embedded cluster (-n demo);"), "{text}");
+    let out = rolltest(&["run", "--check", naive, "-n", "demo-"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+
+    let quickstart = repo.join("scenarios/quickstart.toml");
+    let out = rolltest(&["run", quickstart.to_str().unwrap(), "--context", "x"]);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 2, "{err}");
+    assert!(
+        err.contains("--context: ") && err.contains("has no [cluster]"),
+        "{err}"
+    );
+
+    let out = rolltest(&["run", "--help"]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    for words in [
+        "--kubeconfig <FILE>",
+        "--context <NAME>",
+        "-n, --namespace <NAMESPACE>",
+        "relative to the current directory",
+    ] {
+        assert!(help.contains(words), "{words:?} not in\n{help}");
+    }
+}
+
 #[test]
 fn bad_load_flags_exit_2_naming_the_flag() {
     for (args, flag) in [

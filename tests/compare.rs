@@ -149,6 +149,10 @@ fn write_run(dir: &Path, spec: &Spec) {
             findings: spec.lint.clone(),
             asked_duration_s: spec.asked_duration_s,
             problems: Vec::new(),
+            context: None,
+            server: None,
+            kubeconfig: None,
+            overrides: None,
         }),
     };
     rd.write_facts(&facts).expect("run.json");

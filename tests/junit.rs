@@ -334,6 +334,7 @@ fn facts(cluster: bool) -> RunFacts {
         "cluster": if cluster { json!({
             "mode": "kubeconfig",
             "namespace": "default",
+            "context": "kind-rolltest",
             "deployment": "api",
             "service": "api",
             "proxy": "external",
@@ -423,6 +424,7 @@ fn a_failed_rollout_has_a_failure_per_cause_with_its_evidence_and_fix() {
     assert_eq!(suite.property("target"), "http://127.0.0.1:30080/");
     assert_eq!(suite.property("report"), "reports/kind-naive-1/report.html");
     assert_eq!(suite.property("cluster.mode"), "kubeconfig");
+    assert_eq!(suite.property("cluster.context"), "kind-rolltest");
 
     let lag = suite.case("rolltest.cause", "endpoint_lag");
     assert_eq!(lag.outcome, "failure");

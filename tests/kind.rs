@@ -1,7 +1,8 @@
 //! The kind setup, checked without Docker: the kind scenarios validate, their
 //! manifests lint as expected, kind-config.yaml maps the port the Service and
 //! the scenarios use, the Dockerfile's entrypoint plus the manifests' args is
-//! a valid `rolltest serve` command line, and the CI workflow parses and only
+//! a valid `rolltest serve` command line, `--check` takes kubectl's
+//! `--kubeconfig`/`--context`/`-n`, and the CI workflow parses and only
 //! names files that exist. (The kubeconfig path itself runs end to end
 //! against `rolltest cluster up` in tests/rollout.rs,
 //! `naive_and_fixed_through_a_kubeconfig_against_cluster_up`.)
@@ -96,6 +97,51 @@ fn kind_scenarios_validate_with_check() {
             );
         }
     }
+}
+
+/// kubectl's flags point a kind scenario elsewhere without editing it:
+/// `--check` validates what would run and names the flags; a relative
+/// `--kubeconfig` is relative to the current directory (here the
+/// repository), not to the scenario's folder; a bad namespace is exit 2 in
+/// the scenario key's words.
+#[test]
+fn kind_scenarios_take_kubeconfig_context_and_namespace_flags() {
+    let out = rolltest(&[
+        "run",
+        "--check",
+        SCENARIOS[0],
+        "--kubeconfig",
+        "ci/kubeconfig",
+        "--context",
+        "kind-other",
+        "-n",
+        "rollout-test",
+    ]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    let kubeconfig = repo().join("ci/kubeconfig");
+    assert!(
+        t.contains(&format!(
+            "kubeconfig cluster (--kubeconfig {} --context kind-other -n rollout-test)",
+            kubeconfig.display()
+        )),
+        "{t}"
+    );
+    let out = rolltest(&[
+        "run",
+        "--check",
+        SCENARIOS[1],
+        "--namespace",
+        "Rollout_Test",
+    ]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains(
+            "--namespace: \"Rollout_Test\" is not a valid namespace name (lowercase letters, digits and '-')"
+        ),
+        "{t}"
+    );
 }
 
 #[test]

@@ -422,3 +422,239 @@ fn a_drain_blocked_for_good_is_inconclusive_and_teardown_uncordons_its_node() {
     let left = cluster.kubectl(&["get", "deployments", "-o", "name"]);
     assert!(left.trim().is_empty(), "teardown left {left}\n{text}");
 }
+
+/// Two replicas of the demo app with a readiness probe: quick to roll out.
+const SMALL_DEPLOYMENT: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: api, labels: {app: api}}\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: api}}\n  template:\n    metadata: {labels: {app: api}}\n    spec:\n      containers:\n      - name: api\n        image: rolltest-demo:v1\n        ports: [{containerPort: 8080}]\n        readinessProbe: {httpGet: {path: /healthz, port: 8080}, periodSeconds: 1}\n";
+
+/// A ClusterIP Service for [`SMALL_DEPLOYMENT`].
+const SMALL_SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: api}\nspec:\n  selector: {app: api}\n  ports: [{port: 80, targetPort: 8080}]\n";
+
+/// An embedded scenario's `namespace`: the embedded cluster starts with
+/// only `default` and the `kube-*` namespaces, so rolltest creates the
+/// scenario's before applying (the apply used to fail: namespaces "demo"
+/// not found).
+#[test]
+fn an_embedded_scenario_runs_in_its_own_namespace() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("deployment.yaml"), SMALL_DEPLOYMENT).expect("deployment");
+    std::fs::write(dir.path().join("service.yaml"), SMALL_SERVICE).expect("service");
+    let scenario = dir.path().join("s.toml");
+    std::fs::write(
+        &scenario,
+        "name = \"embedded-namespace\"\n[target]\npath = \"/\"\n[load]\nrate = 20\nduration = \"2s\"\n[cluster]\nmode = \"embedded\"\nnamespace = \"demo\"\nmanifests = [\"deployment.yaml\", \"service.yaml\"]\ntail = \"500ms\"\n",
+    )
+    .expect("scenario");
+    let out = dir.path().join("run");
+    let (code, summary, text) = run(&scenario, &out);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(failed(&summary), 0, "{text}");
+    let facts: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).expect("run.json"))
+            .expect("json");
+    assert_eq!(facts["cluster"]["mode"], "embedded", "{text}");
+    assert_eq!(facts["cluster"]["namespace"], "demo", "{text}");
+}
+
+/// Runs `rolltest ARGS` in `cwd` with `$KUBECONFIG` set to `kubeconfig_env`;
+/// returns the exit code and the combined output.
+fn rolltest_in(cwd: &Path, kubeconfig_env: &Path, args: &[&str]) -> (i32, String) {
+    let output = Command::new(common::bin())
+        .current_dir(cwd)
+        .env("KUBECONFIG", kubeconfig_env)
+        .args(args)
+        .output()
+        .expect("run rolltest");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code().unwrap_or(-1), text)
+}
+
+fn json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// kubectl's flags choose the cluster, not the scenario's [cluster]: against
+/// `rolltest cluster up` (whose kubeconfig's current context is
+/// `rolltest-embedded`, client certificate, and whose second context is
+/// `rolltest-embedded-token`):
+/// - a kind-style scenario (`context = "kind-rolltest"`, kubeconfig from the
+///   environment, here a file that does not exist) run with `--kubeconfig
+///   kubeconfig` (relative to the current directory, not to the scenario's
+///   folder), `--context rolltest-embedded-token` and `-n flags-a`;
+/// - with `--kubeconfig` alone the scenario's context still applies, which
+///   that kubeconfig lacks: exit 2 listing the contexts it has;
+/// - an embedded scenario with a `[target] url` run with `--context
+///   rolltest-embedded-token -n flags-b`, the kubeconfig from `$KUBECONFIG`
+///   like kubectl, runs on that cluster in mode kubeconfig.
+///
+/// Each applies its Deployment in the flags' namespace of that cluster,
+/// serves from its pods, and records the context, server and flags in
+/// run.json; `rolltest report` rebuilds the run byte for byte.
+#[test]
+fn kubectl_flags_choose_the_cluster_context_and_namespace() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = ClusterUp::start(dir.path());
+    let kubeconfig_text = std::fs::read_to_string(&cluster.kubeconfig).expect("kubeconfig");
+    let server = kubeconfig_text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .expect("server")
+        .trim_end_matches('/')
+        .to_string();
+    let service = dir.path().join("service.yaml");
+    let service_arg = service.display().to_string();
+    std::fs::write(&service, SMALL_SERVICE).expect("service");
+    let scenarios = dir.path().join("scenarios");
+    std::fs::create_dir(&scenarios).expect("mkdir");
+    std::fs::write(scenarios.join("deployment.yaml"), SMALL_DEPLOYMENT).expect("deployment");
+    let no_kubeconfig = dir.path().join("no-such-kubeconfig");
+    let absolute_kubeconfig = cluster.kubeconfig.display().to_string();
+
+    for (name, namespace, scenario_mode) in [
+        ("kind-style", "flags-a", "kubeconfig"),
+        ("embedded", "flags-b", "embedded"),
+    ] {
+        // (`kubectl create namespace` sends protobuf, which the embedded API
+        // server does not read: apply a manifest instead.)
+        let ns = dir.path().join(format!("{namespace}.yaml"));
+        std::fs::write(
+            &ns,
+            format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {namespace}}}\n"),
+        )
+        .expect("namespace");
+        cluster.kubectl(&["apply", "-f", &ns.display().to_string()]);
+        cluster.kubectl(&["apply", "-n", namespace, "-f", &service_arg]);
+        let ip = cluster.kubectl(&[
+            "get",
+            "service",
+            "api",
+            "-n",
+            namespace,
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ]);
+        let cluster_toml = if scenario_mode == "kubeconfig" {
+            "mode = \"kubeconfig\"\ncontext = \"kind-rolltest\"\n"
+        } else {
+            "mode = \"embedded\"\n"
+        };
+        let embedded_toml = if scenario_mode == "embedded" {
+            "[cluster.embedded]\nproxy = \"l7\"\nnodes = 3\n"
+        } else {
+            ""
+        };
+        let text = format!(
+            "# {name}\nname = \"flags-{name}\"\n[target]\nurl = \"http://{}:80/\"\nservice = \"api\"\n[load]\nrate = 20\nduration = \"2s\"\n[cluster]\n{cluster_toml}manifests = [\"deployment.yaml\"]\nready_timeout = \"30s\"\ntail = \"500ms\"\n{embedded_toml}[verdict]\nmax_failed = 0\n",
+            ip.trim()
+        );
+        let scenario = scenarios.join(format!("{name}.toml"));
+        std::fs::write(&scenario, &text).expect("scenario");
+        let scenario_arg = format!("scenarios/{name}.toml");
+        let out = dir.path().join(format!("run-{name}"));
+        let out_arg = out.display().to_string();
+        let mut args = vec![
+            "run",
+            scenario_arg.as_str(),
+            "--out",
+            out_arg.as_str(),
+            "--quiet",
+        ];
+        let env_kubeconfig = if scenario_mode == "kubeconfig" {
+            // The scenario's context with the flag's kubeconfig alone: that
+            // kubeconfig has no such context.
+            let (code, text) = rolltest_in(
+                dir.path(),
+                &no_kubeconfig,
+                &[
+                    "run",
+                    &scenario_arg,
+                    "--out",
+                    &format!("{out_arg}-no-context"),
+                    "--kubeconfig",
+                    "kubeconfig",
+                ],
+            );
+            assert_eq!(code, 2, "{text}");
+            assert!(
+                text.contains("context \"kind-rolltest\" is not in the kubeconfig")
+                    && text.contains("rolltest-embedded-token"),
+                "{text}"
+            );
+            args.extend(["--kubeconfig", "kubeconfig"]);
+            no_kubeconfig.clone()
+        } else {
+            cluster.kubeconfig.clone()
+        };
+        args.extend(["--context", "rolltest-embedded-token", "-n", namespace]);
+        let (code, output) = rolltest_in(dir.path(), &env_kubeconfig, &args);
+        assert_eq!(code, 0, "{args:?}:\n{output}");
+
+        let summary = json(&out.join("summary.json"));
+        assert_eq!(failed(&summary), 0, "{output}");
+        let pods = summary["pods"].as_object().expect("pods");
+        assert!(
+            !pods.is_empty() && pods.keys().all(|p| p.starts_with("api-")),
+            "{pods:?}"
+        );
+        let facts = json(&out.join("run.json"));
+        let c = &facts["cluster"];
+        assert_eq!(c["mode"], "kubeconfig", "{c}");
+        assert_eq!(c["proxy"], "external", "{c}");
+        assert_eq!(c["namespace"], namespace, "{c}");
+        assert_eq!(c["context"], "rolltest-embedded-token", "{c}");
+        assert_eq!(c["server"], server.as_str(), "{c}");
+        assert_eq!(c["overrides"]["context"], "rolltest-embedded-token", "{c}");
+        assert_eq!(c["overrides"]["namespace"], namespace, "{c}");
+        assert_eq!(c["overrides"]["scenario_mode"], scenario_mode, "{c}");
+        if scenario_mode == "kubeconfig" {
+            assert_eq!(
+                c["overrides"]["kubeconfig"],
+                absolute_kubeconfig.as_str(),
+                "{c}"
+            );
+            assert_eq!(c["kubeconfig"], absolute_kubeconfig.as_str(), "{c}");
+        } else {
+            assert!(c["overrides"].get("kubeconfig").is_none(), "{c}");
+            assert!(
+                c["kubeconfig"]
+                    .as_str()
+                    .is_some_and(|k| k.contains("$KUBECONFIG")),
+                "{c}"
+            );
+        }
+        // The Deployment went to the flags' namespace of that cluster.
+        let applied = cluster.kubectl(&["get", "deployments", "-n", namespace, "-o", "name"]);
+        assert_eq!(applied.trim(), "deployment.apps/api", "{output}");
+        // scenario.toml: the file as written, under a comment naming the flags.
+        let saved = std::fs::read_to_string(out.join("scenario.toml")).expect("scenario.toml");
+        let header = saved.strip_suffix(text.as_str()).expect("the file follows");
+        assert!(
+            header.starts_with("# Run with `rolltest run ")
+                && header.contains(&format!(
+                    "--context rolltest-embedded-token -n {namespace}`"
+                )),
+            "{header}"
+        );
+        // `rolltest report` rebuilds the same summary and report from it.
+        let report = std::fs::read(out.join("report.html")).expect("report");
+        let before = std::fs::read(out.join("summary.json")).expect("summary");
+        std::fs::remove_file(out.join("report.html")).expect("rm");
+        std::fs::remove_file(out.join("summary.json")).expect("rm");
+        let (code, text) = rolltest_in(dir.path(), &no_kubeconfig, &["report", &out_arg]);
+        assert_eq!(code, 0, "{text}");
+        assert_eq!(
+            std::fs::read(out.join("summary.json")).expect("summary"),
+            before
+        );
+        assert_eq!(
+            std::fs::read(out.join("report.html")).expect("report"),
+            report
+        );
+    }
+    let default = cluster.kubectl(&["get", "deployments", "-n", "default", "-o", "name"]);
+    assert!(default.trim().is_empty(), "{default}");
+}

@@ -120,6 +120,26 @@ pub struct RunArgs {
     /// whatever the verdict.
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
+    /// Kubeconfig file, like kubectl's --kubeconfig: replaces the scenario's
+    /// `kubeconfig` (and $KUBECONFIG). A relative FILE is relative to the
+    /// current directory, unlike the scenario's key (relative to the scenario
+    /// file). The scenario's `context` still applies unless --context is given.
+    /// An embedded scenario runs on this cluster instead (mode kubeconfig, the
+    /// same manifests); its [target] then needs a `url`.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context, like kubectl's --context: replaces the scenario's
+    /// `context` (default: the kubeconfig's current context). An embedded
+    /// scenario runs on this cluster instead, through $KUBECONFIG (else
+    /// ~/.kube/config) unless --kubeconfig is given; its [target] then needs a
+    /// `url`.
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+    /// Namespace for the manifests and the watches, like kubectl's -n:
+    /// replaces the scenario's `namespace`, in either mode (default: the
+    /// context's, else "default").
+    #[arg(long, short = 'n', value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -200,6 +220,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             quiet: args.quiet,
             check_only: args.check,
             junit: args.junit,
+            overrides: crate::scenario::ClusterOverrides {
+                kubeconfig: args.kubeconfig,
+                context: args.context,
+                namespace: args.namespace,
+            },
         }),
         Command::Load(args) => run::run_load(LoadOptions {
             url: args.url,

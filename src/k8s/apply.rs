@@ -6,12 +6,18 @@ use std::{
     time::{Duration, Instant},
 };
 
-use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod};
+use k8s_openapi::{
+    api::{
+        apps::v1::Deployment,
+        core::v1::{Namespace, Pod},
+    },
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
 use kube::{
     Api,
     api::{
         ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
-        PropagationPolicy,
+        PostParams, PropagationPolicy,
     },
     discovery::{ApiCapabilities, Scope},
 };
@@ -44,6 +50,33 @@ impl AppliedObject {
     pub fn display(&self) -> String {
         format!("{}/{}", self.kind, self.name)
     }
+}
+
+/// Creates the cluster's namespace when it does not exist yet; returns
+/// whether it did. For the embedded cluster, which rolltest started with only
+/// `default` and the `kube-*` namespaces: a real cluster's namespaces are its
+/// owner's to make (there a missing one fails the apply, as for `kubectl apply -n`).
+pub async fn ensure_namespace(cluster: &Cluster) -> Result<bool, K8sError> {
+    let api: Api<Namespace> = Api::all(cluster.client.clone());
+    let name = cluster.namespace.clone();
+    let existing = api
+        .get_opt(&name)
+        .await
+        .map_err(|e| cluster.err(format!("read namespace {name}"), e))?;
+    if existing.is_some() {
+        return Ok(false);
+    }
+    let namespace = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    };
+    api.create(&PostParams::default(), &namespace)
+        .await
+        .map_err(|e| cluster.err(format!("create namespace {name}"), e))?;
+    Ok(true)
 }
 
 /// What [`teardown`] removed.

@@ -67,7 +67,9 @@ impl KubeSource {
         self
     }
 
-    fn describe(&self) -> String {
+    /// Where the kubeconfig comes from, in words (a path, "from $KUBECONFIG
+    /// (...)", "~/.kube/config", "(embedded cluster)").
+    pub fn describe(&self) -> String {
         match &self.kubeconfig {
             KubeconfigOrigin::Environment => match std::env::var_os("KUBECONFIG") {
                 Some(v) if !v.is_empty() => format!("from $KUBECONFIG ({})", v.to_string_lossy()),

@@ -22,7 +22,7 @@ pub mod wait;
 use std::time::Duration;
 
 pub use actions::{ActionReport, run_action, uncordon, unschedulable_nodes};
-pub use apply::{AppliedObject, TeardownReport, apply, teardown};
+pub use apply::{AppliedObject, TeardownReport, apply, ensure_namespace, teardown};
 pub use client::{Cluster, KubeSource, KubeconfigOrigin, connect};
 pub use wait::{
     Progress, ReadyInfo, ServiceInfo, ServicePortInfo, SettledInfo, wait_ready, wait_settled,
@@ -33,7 +33,7 @@ pub use wait::{
 pub enum K8sError {
     /// No kubeconfig was given and none was found in the environment.
     #[error(
-        "no kubeconfig found: set $KUBECONFIG, create ~/.kube/config (e.g. `kind create cluster`), or name one with `kubeconfig = \"...\"` in [cluster]"
+        "no kubeconfig found: set $KUBECONFIG, create ~/.kube/config (e.g. `kind create cluster`), or name one with `kubeconfig = \"...\"` in [cluster] or `rolltest run --kubeconfig FILE`"
     )]
     NoKubeconfig,
     /// The kubeconfig could not be read or parsed.
@@ -55,7 +55,7 @@ pub enum K8sError {
         available: Vec<String>,
     },
     /// No context was asked for and the kubeconfig has no current context.
-    #[error("the kubeconfig {origin} has no current-context; name one with `context = \"...\"` in [cluster] (contexts: {})", list_or_none(.available))]
+    #[error("the kubeconfig {origin} has no current-context; name one with `context = \"...\"` in [cluster] or `rolltest run --context NAME` (contexts: {})", list_or_none(.available))]
     NoCurrentContext {
         /// Where the kubeconfig came from.
         origin: String,

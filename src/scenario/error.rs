@@ -27,6 +27,14 @@ pub enum ScenarioError {
         /// What is wrong.
         message: String,
     },
+    /// A `rolltest run` flag has an invalid value or does not fit the scenario.
+    #[error("{flag}: {message}")]
+    Flag {
+        /// The flag(s), e.g. `--namespace`.
+        flag: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
 }
 
 impl ScenarioError {

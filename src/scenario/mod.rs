@@ -13,7 +13,10 @@ pub mod values;
 
 use std::path::{Path, PathBuf};
 
-pub use cluster::{Action, ActionKind, ClusterMode, ClusterSpec, EmbeddedSpec, ProxyKind};
+pub use cluster::{
+    Action, ActionKind, ClusterMode, ClusterModeName, ClusterOverrides, ClusterSpec, EmbeddedSpec,
+    Overridden, ProxyKind,
+};
 pub use error::ScenarioError;
 pub use raw::{RawLoad, RawScenario, RawTarget, RawVerdict};
 pub use values::{HttpMethod, HttpUrl, PositiveDuration, Rate};
@@ -148,6 +151,48 @@ impl Scenario {
         Self::from_raw(raw, text.to_string(), path).map_err(|e| e.locate(text))
     }
 
+    /// Applies `rolltest run`'s `--kubeconfig`, `--context` and
+    /// `--namespace` to `[cluster]` (see [`ClusterOverrides`] for what each
+    /// does in each mode). Nothing given: nothing changes. Otherwise the text
+    /// kept for the run directory gets a comment header naming the flags and
+    /// the values run; the TOML itself stays as written, so it parses to the
+    /// same scenario (limits, name) when `rolltest report` reads it back.
+    pub fn apply_overrides(&mut self, flags: &ClusterOverrides) -> Result<(), ScenarioError> {
+        if flags.is_empty() {
+            return Ok(());
+        }
+        let file = self
+            .source
+            .as_ref()
+            .map_or_else(|| "(flags)".into(), |p| p.display().to_string());
+        let has_url = self.target.service.is_none();
+        let path = self
+            .target
+            .url
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        let Some(cluster) = self.cluster.as_mut() else {
+            return Err(ScenarioError::Flag {
+                flag: flags.names(),
+                message: format!(
+                    "{file} has no [cluster] (it sends plain load to {}): the cluster flags have nothing to apply to",
+                    self.target.url
+                ),
+            });
+        };
+        cluster::apply_overrides(cluster, flags, has_url, &path, &file).map_err(|p| {
+            ScenarioError::Flag {
+                flag: p.flag,
+                message: p.message,
+            }
+        })?;
+        if let Some(o) = &cluster.overridden {
+            self.text = format!("{}{}", override_header(cluster, o), self.text);
+        }
+        Ok(())
+    }
+
     /// Builds a scenario from already-parsed values (used by `rolltest load`,
     /// whose flags go through the same value types).
     pub fn from_raw(
@@ -278,6 +323,45 @@ impl Scenario {
             .collect();
         slug.trim_matches(|c| c == '-' || c == '.').to_string()
     }
+}
+
+/// The comment put above a scenario run with cluster flags: the command's
+/// flags and the `[cluster]` values they made (paths absolute).
+fn override_header(cluster: &ClusterSpec, o: &Overridden) -> String {
+    let mut values = Vec::new();
+    match &cluster.mode {
+        ClusterMode::Kubeconfig { path, context } => {
+            values.push("mode = \"kubeconfig\"".to_string());
+            match path {
+                Some(p) => {
+                    let p = std::path::absolute(p).unwrap_or_else(|_| p.clone());
+                    values.push(format!("kubeconfig = {:?}", p.display().to_string()));
+                }
+                None => values.push("kubeconfig from $KUBECONFIG, else ~/.kube/config".into()),
+            }
+            match context {
+                Some(c) => values.push(format!("context = {c:?}")),
+                None => values.push("the kubeconfig's current context".into()),
+            }
+        }
+        ClusterMode::Embedded(_) => values.push("mode = \"embedded\"".into()),
+    }
+    if let Some(ns) = &cluster.namespace {
+        values.push(format!("namespace = {ns:?}"));
+    }
+    let switched = if o.scenario_mode == cluster.mode.name() {
+        String::new()
+    } else {
+        format!(
+            "\n# (the scenario's mode = \"{}\" was not used: [cluster.embedded] below did not apply)",
+            o.scenario_mode.as_str()
+        )
+    };
+    format!(
+        "# Run with `rolltest run {}`, which overrode [cluster] below:\n# {}{switched}\n# run.json \"cluster\" names the context and API server the run used.\n\n",
+        o.flags.to_flags(),
+        values.join(", ")
+    )
 }
 
 #[cfg(test)]
