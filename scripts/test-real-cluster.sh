@@ -247,8 +247,8 @@ run_scenario() { # scenario expected-exit
     name="$(basename "$s" .toml)"
     out="$WORK/runs/$name"
     log "rolltest run $s --kubeconfig ... --context realk8s (expect exit $want)"
-    "$ROLLTEST" run "$s" --kubeconfig "$KUBECONFIG_FILE" --context realk8s --out "$out" --quiet
-    rc=$?
+    "$ROLLTEST" run "$s" --kubeconfig "$KUBECONFIG_FILE" --context realk8s --out "$out" --quiet 2>&1 | sed 's/^/    /'
+    rc=${PIPESTATUS[0]}
     echo "exit $rc; $(causes "$out")"
     RESULTS+=("$name: exit $rc; $(causes "$out")")
     if [[ $rc == "$want" ]]; then pass "$name: exit $rc"; else fail "$name: exit $want expected, got $rc"; fi
