@@ -27,7 +27,6 @@ pub mod k8s;
 pub mod lint;
 pub mod loadgen;
 pub mod manifest;
-pub mod minicluster;
 pub mod model;
 mod os;
 pub mod progress;

@@ -22,6 +22,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use rolltest_minicluster::{
+    cluster::{ClusterOptions, EmbeddedCluster},
+    kubelet::ImageMap,
+    proxy::ProxyMode,
+};
 use tokio::sync::mpsc;
 
 use crate::{
@@ -31,11 +36,6 @@ use crate::{
     lint::{self, LintOptions},
     loadgen::{self, LiveCounters, Stop},
     manifest::{self, Manifest},
-    minicluster::{
-        cluster::{ClusterOptions, EmbeddedCluster},
-        kubelet::ImageMap,
-        proxy::ProxyMode,
-    },
     model::{
         Attribution, LifecycleEvent, LifecycleKind, Outcome, ProxyRecord, RequestRecord, RunClock,
         Severity, Timeline,
@@ -172,7 +172,7 @@ pub fn check(scenario: &Scenario, cluster: &ClusterSpec) -> Result<String, RunEr
 
 fn cluster_options(
     spec: &EmbeddedSpec,
-    proxy_events: mpsc::UnboundedSender<crate::minicluster::proxy::ProxyEvent>,
+    proxy_events: mpsc::UnboundedSender<rolltest_minicluster::proxy::ProxyEvent>,
 ) -> ClusterOptions {
     let mut images = ImageMap::new();
     let me = std::env::current_exe()
@@ -524,7 +524,7 @@ async fn observe_cluster(
     say: &(dyn Fn(&str) + Sync),
     records: loadgen::RecordSender,
     embedded: Option<&(EmbeddedCluster, String)>,
-    proxy_rx: mpsc::UnboundedReceiver<crate::minicluster::proxy::ProxyEvent>,
+    proxy_rx: mpsc::UnboundedReceiver<rolltest_minicluster::proxy::ProxyEvent>,
 ) -> Result<Observed, RunError> {
     let source = match (&cluster.mode, embedded) {
         (_, Some((_, kubeconfig))) => {

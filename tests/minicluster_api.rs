@@ -16,7 +16,7 @@ use kube::{
     api::{EvictParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams},
     config::{KubeConfigOptions, Kubeconfig},
 };
-use rolltest::minicluster::{
+use rolltest_minicluster::{
     cluster::{ClusterOptions, EmbeddedCluster},
     resources::ResourceKind,
 };
@@ -398,7 +398,7 @@ async fn kube_rs_crud_list_watch_and_expired_versions() {
 
     // A version older than the history is 410 Gone (events: no controller reacts to them).
     let events = ResourceKind::find("", "v1", "events").expect("events");
-    for i in 0..(rolltest::minicluster::store::HISTORY + 10) {
+    for i in 0..(rolltest_minicluster::store::HISTORY + 10) {
         h.cluster
             .store
             .create(

@@ -13,7 +13,7 @@ mod common;
 use std::{sync::Arc, time::Duration};
 
 use futures_util::StreamExt;
-use rolltest::minicluster::{
+use rolltest_minicluster::{
     cluster::{ClusterOptions, EmbeddedCluster},
     resources::ResourceKind,
 };
@@ -120,7 +120,7 @@ async fn bench_cluster() {
             assert!(t.elapsed() < Duration::from_secs(20), "app never listened");
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
-        let _ = rolltest::minicluster::api::graceful_delete_pod(
+        let _ = rolltest_minicluster::api::graceful_delete_pod(
             &c.store,
             "default",
             &name,

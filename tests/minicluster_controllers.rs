@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use rolltest::minicluster::{
+use rolltest_minicluster::{
     cluster::{ClusterOptions, EmbeddedCluster},
     controllers::{Controllers, util},
     resources::ResourceKind,
@@ -343,7 +343,7 @@ async fn endpointslices_and_pdb_status_follow_pods() {
     .await;
     // Delete one pod: its endpoint turns ready=false, serving=true, terminating=true at once.
     let victim = store.list(kind("", "pods"), Some("default")).0[0].clone();
-    rolltest::minicluster::api::graceful_delete_pod(
+    rolltest_minicluster::api::graceful_delete_pod(
         &store,
         "default",
         util::name(&victim),
@@ -536,7 +536,7 @@ async fn kubectl_rollout_status_and_drain_blocked_by_pdb_with_real_pods() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_proxies_follow_endpointslices() {
-    use rolltest::minicluster::{
+    use rolltest_minicluster::{
         proxy::{Propagation, ProxyMode},
         services::ServiceProxies,
     };
@@ -625,7 +625,7 @@ async fn service_proxies_follow_endpointslices() {
     // The proxy reported the applied view and who served the request.
     let mut served_by_pod = false;
     while let Ok(ev) = rx.try_recv() {
-        if let rolltest::minicluster::proxy::ProxyEvent::Served { pod: Some(p), .. } = ev {
+        if let rolltest_minicluster::proxy::ProxyEvent::Served { pod: Some(p), .. } = ev {
             served_by_pod |= p == "web-abc";
         }
     }

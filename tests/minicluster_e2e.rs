@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use rolltest::minicluster::{
+use rolltest_minicluster::{
     cluster::{ClusterOptions, EmbeddedCluster},
     proxy::{Propagation, ProxyMode},
     resources::ResourceKind,
@@ -180,7 +180,7 @@ async fn deployment_serves_through_the_node_port_and_terminates_in_order() {
 
     // Delete one pod: Killing, preStop (1 s), SIGTERM, exit, in that order, microsecond stamps.
     let victim = names[0].clone();
-    rolltest::minicluster::api::graceful_delete_pod(&cluster.store, "default", &victim, None, None)
+    rolltest_minicluster::api::graceful_delete_pod(&cluster.store, "default", &victim, None, None)
         .expect("delete");
     wait_until("the pod to be gone", Duration::from_secs(20), || {
         cluster
@@ -260,7 +260,7 @@ async fn the_proxy_keeps_routing_to_a_deleted_pod_for_the_propagation_delay() {
         .unwrap_or("")
         .to_string();
     let deleted_at = tokio::time::Instant::now();
-    rolltest::minicluster::api::graceful_delete_pod(&cluster.store, "default", &victim, None, None)
+    rolltest_minicluster::api::graceful_delete_pod(&cluster.store, "default", &victim, None, None)
         .expect("delete");
     let mut early_hits = 0;
     let mut late_hits = 0;

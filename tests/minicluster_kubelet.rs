@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use rolltest::minicluster::{
+use rolltest_minicluster::{
     kubelet::{ImageMap, Kubelet, KubeletConfig, KubeletHandle},
     process::IpAllocator,
     resources::ResourceKind,
@@ -199,7 +199,7 @@ fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
 /// The DELETED events of pods (their final objects), from a watch started
 /// earlier, by name — whichever pod goes first.
 async fn deleted_all(
-    live: &mut tokio::sync::broadcast::Receiver<Arc<rolltest::minicluster::store::WatchEvent>>,
+    live: &mut tokio::sync::broadcast::Receiver<Arc<rolltest_minicluster::store::WatchEvent>>,
     names: &[&str],
     limit: Duration,
 ) -> std::collections::HashMap<String, Arc<Value>> {
@@ -227,7 +227,7 @@ async fn deleted_all(
 
 /// The DELETED event of one pod (its final object), from a watch started earlier.
 async fn deleted(
-    live: &mut tokio::sync::broadcast::Receiver<Arc<rolltest::minicluster::store::WatchEvent>>,
+    live: &mut tokio::sync::broadcast::Receiver<Arc<rolltest_minicluster::store::WatchEvent>>,
     name: &str,
     limit: Duration,
 ) -> Arc<Value> {

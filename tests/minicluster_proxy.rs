@@ -22,7 +22,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Response, server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
-use rolltest::minicluster::proxy::{
+use rolltest_minicluster::proxy::{
     ConnectionEnd, Endpoint, Outcome, Propagation, ProxyEvent, ProxyMode, ProxyReason, ServiceProxy,
 };
 use tokio::{io::AsyncReadExt, runtime::Runtime, sync::mpsc, task::JoinHandle};

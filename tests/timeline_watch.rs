@@ -11,12 +11,12 @@ use k8s_openapi::api::{
 };
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use rolltest::{
-    minicluster::{
-        cluster::{ClusterOptions, EmbeddedCluster},
-        proxy::{Propagation, ProxyEvent},
-    },
     model::{EventSource, LifecycleEvent, LifecycleKind, ProxyOutcome, RunClock},
     timeline::{self, WatchTarget, proxy::ProxyCollector},
+};
+use rolltest_minicluster::{
+    cluster::{ClusterOptions, EmbeddedCluster},
+    proxy::{Propagation, ProxyEvent},
 };
 use serde_json::json;
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};

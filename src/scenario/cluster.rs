@@ -8,10 +8,10 @@ use std::{
     time::Duration,
 };
 
+use rolltest_minicluster::proxy::Propagation;
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 
 use super::values::PositiveDuration;
-use crate::minicluster::proxy::Propagation;
 
 /// `[cluster]` as written.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -396,7 +396,7 @@ pub(super) fn validate_cluster<E>(
             ClusterMode::Embedded(EmbeddedSpec {
                 propagation: e
                     .endpoint_propagation
-                    .map_or(crate::minicluster::cluster::DEFAULT_PROPAGATION, |p| p.0),
+                    .map_or(rolltest_minicluster::cluster::DEFAULT_PROPAGATION, |p| p.0),
                 proxy,
                 l7_retry: e.l7_retry.unwrap_or(false),
                 nodes,

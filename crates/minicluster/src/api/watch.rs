@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use tokio::{sync::broadcast::error::RecvError, time::Instant};
 
 use super::{ApiResult, ApiState, FieldSelector, LabelSelector, Request, table};
-use crate::minicluster::{
+use crate::{
     resources::ResourceKind,
     store::{EventType, StoreError, WatchEvent},
 };
@@ -40,7 +40,7 @@ struct Watch {
     fields: FieldSelector,
     initial: VecDeque<Arc<WatchEvent>>,
     live: tokio::sync::broadcast::Receiver<Arc<WatchEvent>>,
-    store: Arc<crate::minicluster::store::Store>,
+    store: Arc<crate::store::Store>,
     matching: HashSet<(String, String)>,
     not_matching: HashSet<(String, String)>,
     deadline: Instant,

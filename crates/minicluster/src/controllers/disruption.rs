@@ -1,4 +1,5 @@
-//! The disruption controller: PodDisruptionBudget status (k8s-semantics §6),
+//! The disruption controller: PodDisruptionBudget status (kubernetes/kubernetes
+//! pkg/controller/disruption/disruption.go),
 //! which the eviction subresource admits against: `currentHealthy` counts
 //! Ready pods that are not being deleted and not recently evicted,
 //! `desiredHealthy` comes from minAvailable / maxUnavailable (percentages of
@@ -10,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::{Value, json};
 
 use super::{Ctx, util};
-use crate::minicluster::store::now_rfc3339;
+use crate::store::now_rfc3339;
 
 /// How long an eviction stays in `disruptedPods` if the pod does not go away.
 const DELETION_TIMEOUT: Duration = Duration::from_secs(120);

@@ -12,7 +12,7 @@ use std::{
 };
 
 use super::spec::{ContainerPlan, ProbeAction, ProbeSpec};
-use crate::minicluster::process::{
+use crate::process::{
     ExecContext, ProbeKind, ProbeResult, ProbeState, ProbeStatus, probe_exec, probe_http, probe_tcp,
 };
 
@@ -221,7 +221,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::minicluster::kubelet::spec::PodPlan;
+    use crate::kubelet::spec::PodPlan;
 
     fn plan(containers: serde_json::Value) -> ContainerPlan {
         let pod = serde_json::json!({"metadata": {"name": "p", "uid": "u"}, "spec": {"containers": [containers]}});

@@ -3,7 +3,8 @@
 //! endpoints the control plane wrote by a propagation delay (the race that
 //! rolltest exists to show).
 //!
-//! Two modes (see `k8s-semantics.md` §5):
+//! Two modes (kubernetes/kubernetes pkg/proxy: iptables kube-proxy routes only
+//! new connections; an ingress proxies each request):
 //! - [`ProxyMode::L4`] behaves like iptables kube-proxy: each new TCP
 //!   connection picks a backend and stays pinned to it (like conntrack) until
 //!   either side closes; a dead backend resets the client.

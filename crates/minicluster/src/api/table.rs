@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use serde_json::{Value, json};
 
-use crate::minicluster::resources::ResourceKind;
+use crate::resources::ResourceKind;
 
 /// Whether an Accept header asks for a Table.
 pub fn wants_table(accept: &str) -> bool {

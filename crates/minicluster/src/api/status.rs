@@ -7,7 +7,7 @@ use axum::{
 };
 use serde_json::{Value, json};
 
-use crate::minicluster::{resources::ResourceKind, store::StoreError};
+use crate::{resources::ResourceKind, store::StoreError};
 
 /// An API error with its HTTP code, reason and details.
 #[derive(Debug, Clone)]

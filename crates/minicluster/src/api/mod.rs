@@ -705,7 +705,8 @@ fn patch(state: &ApiState, req: &Request, status_only: bool) -> ApiResult {
     finish_write(req, result)
 }
 
-/// Seconds of grace for a pod delete (API server rules, k8s-semantics §3).
+/// Seconds of grace for a pod delete (the API server's rules: kubernetes/kubernetes
+/// pkg/registry/core/pod/strategy.go `CheckGracefulDelete`).
 fn pod_grace(pod: &Value, requested: Option<i64>) -> i64 {
     let unscheduled = pod["spec"]["nodeName"].as_str().is_none_or(str::is_empty);
     let terminal = matches!(

@@ -8,7 +8,7 @@ use std::{net::IpAddr, time::Duration};
 
 use serde_json::Value;
 
-use crate::minicluster::process::{Hook, HttpGetAction};
+use crate::process::{Hook, HttpGetAction};
 
 /// Port the app gets in `$PORT` when the container declares none.
 pub const DEFAULT_PORT: u16 = 8080;

@@ -9,7 +9,7 @@ use axum::response::IntoResponse;
 use serde_json::{Value, json};
 
 use super::{ApiError, ApiResult, ApiState, LabelSelector, Request, delete_pod, pods_kind};
-use crate::minicluster::{resources::ResourceKind, store::now_rfc3339};
+use crate::{resources::ResourceKind, store::now_rfc3339};
 
 fn is_ready(pod: &Value) -> bool {
     pod["status"]["conditions"].as_array().is_some_and(|cs| {

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 
 use super::{Ctx, util};
-use crate::minicluster::api::graceful_delete_pod;
+use crate::api::graceful_delete_pod;
 
 /// One pass.
 pub fn sync(ctx: &Ctx) {

@@ -28,7 +28,7 @@ use super::{
     spec::{PodPlan, expand, service_env},
     status::{PodView, pods, running, terminated, waiting},
 };
-use crate::minicluster::{
+use crate::{
     api::record_event,
     process::{
         ExitInfo, PodProcess, PodSpec, ProbeKind, ProbeStatus, ProcessError, ProcessEvent,
@@ -266,8 +266,7 @@ impl Worker {
     /// The Services of the pod's namespace now, by name (what a container
     /// started now gets as environment variables).
     fn services(&self) -> Vec<Arc<Value>> {
-        let Some(kind) = crate::minicluster::resources::ResourceKind::find("", "v1", "services")
-        else {
+        let Some(kind) = crate::resources::ResourceKind::find("", "v1", "services") else {
             return Vec::new();
         };
         let (mut items, _) = self.sh.store.list(kind, Some(&self.plan.namespace));

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::probes::kind_name;
-use crate::minicluster::process::{ExitInfo, HookOutcome, ProbeKind, ProcessEventKind};
+use crate::process::{ExitInfo, HookOutcome, ProbeKind, ProcessEventKind};
 
 /// First CrashLoopBackOff delay; it doubles up to [`MAX_BACKOFF`].
 pub const FIRST_BACKOFF: Duration = Duration::from_secs(10);

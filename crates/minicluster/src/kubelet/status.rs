@@ -13,7 +13,7 @@ use std::{
 use serde_json::{Value, json};
 
 use super::spec::PodPlan;
-use crate::minicluster::{
+use crate::{
     process::ExitInfo,
     resources::ResourceKind,
     store::{Store, StoreError, now_rfc3339},

@@ -2,8 +2,26 @@
 //! machine, with pods as local processes on their own loopback IPs behind a
 //! service proxy whose endpoint view lags like kube-proxy's.
 //!
-//! It depends on nothing else in rolltest, so it could become a crate of
-//! its own. [`cluster::EmbeddedCluster`] puts the parts together:
+//! It stands on its own: nothing of rolltest is imported, and any project's
+//! tests can start one and point a kube client (or `kubectl`) at it:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), rolltest_minicluster::cluster::ClusterError> {
+//! use rolltest_minicluster::cluster::{ClusterOptions, EmbeddedCluster};
+//!
+//! let cluster = EmbeddedCluster::start(&ClusterOptions::default()).await?;
+//! std::fs::write("/tmp/embedded.kubeconfig", cluster.kubeconfig()).ok();
+//! // ... apply manifests, run a rollout, watch pods ...
+//! cluster.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! Pods run local commands: [`kubelet::ImageMap`] maps image names to
+//! command lines, and images named `rolltest-demo*` run a given binary's
+//! `serve` subcommand (rolltest's demo app; [`cluster::ClusterOptions`]'s
+//! `demo_binary`).
+//!
+//! [`cluster::EmbeddedCluster`] puts the parts together:
 //! - [`resources`], [`store`]: the API types served, and the object store
 //!   with one resourceVersion counter and resumable watches;
 //! - [`api`], [`server`]: the HTTP API kube-rs and kubectl use (discovery,

@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use super::status::ApiError;
-use crate::minicluster::resources::ResourceKind;
+use crate::resources::ResourceKind;
 
 /// The object read through its k8s-openapi type and written back (`None`
 /// for kinds without a typed model): a type error is a 400 BadRequest.

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use serde_json::{Value, json};
 
 use super::{Ctx, util};
-use crate::minicluster::api::{graceful_delete_pod, record_event};
+use crate::api::{graceful_delete_pod, record_event};
 
 /// Rank for deletion when scaling down (lower goes first), after
 /// `ActivePodsWithRanks`: unscheduled, pending, not ready, then the most

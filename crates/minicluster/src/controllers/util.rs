@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
-use crate::minicluster::api::LabelSelector;
+use crate::api::LabelSelector;
 
 /// The uid of an object's controller owner.
 pub fn controller_uid(obj: &Value) -> Option<&str> {
@@ -134,7 +134,8 @@ mod tests {
 
     #[test]
     fn rounding_like_resolve_fenceposts() {
-        // (value, replicas, round_up, expected) from k8s-semantics §2.
+        // (value, replicas, round_up, expected), as kubernetes/kubernetes
+        // pkg/controller/deployment/util/deployment_util.go ResolveFenceposts.
         let table = [
             (json!("25%"), 1, true, 1),
             (json!("25%"), 1, false, 0),

@@ -1,13 +1,14 @@
 //! The EndpointSlice controller: one slice per Service with a selector,
 //! holding every matching pod that has an IP and is not terminal, with the
-//! conditions Kubernetes sets (k8s-semantics §5): `serving` = pod Ready,
+//! conditions Kubernetes sets (kubernetes/kubernetes
+//! staging/src/k8s.io/endpointslice/utils.go `podToEndpoint`): `serving` = pod Ready,
 //! `terminating` = deletionTimestamp set, `ready` = serving && !terminating.
 //! So `ready` flips to false at the DELETE, in parallel with preStop.
 
 use serde_json::{Value, json};
 
 use super::{Ctx, util};
-use crate::minicluster::store::now_rfc3339;
+use crate::store::now_rfc3339;
 
 const SERVICE_LABEL: &str = "kubernetes.io/service-name";
 const MANAGED_BY: &str = "endpointslice.kubernetes.io/managed-by";

@@ -1,6 +1,7 @@
 //! The Deployment controller: ReplicaSets per pod template (named by a hash
 //! of the template, labelled `pod-template-hash`), rolled with the real
-//! arithmetic (k8s-semantics §2): maxSurge rounds up, maxUnavailable rounds
+//! arithmetic (kubernetes/kubernetes pkg/controller/deployment/rolling.go and
+//! util/deployment_util.go): maxSurge rounds up, maxUnavailable rounds
 //! down (both 0 → unavailable 1), at most one scaling step per pass — scale
 //! the new ReplicaSet up within `replicas + maxSurge` (summing ReplicaSet
 //! *spec* replicas), else scale old ones down while
@@ -13,7 +14,7 @@ use std::time::SystemTime;
 use serde_json::{Value, json};
 
 use super::{Ctx, util};
-use crate::minicluster::{api::record_event, store::now_rfc3339};
+use crate::{api::record_event, store::now_rfc3339};
 
 const HASH_LABEL: &str = "pod-template-hash";
 const REVISION: &str = "deployment.kubernetes.io/revision";

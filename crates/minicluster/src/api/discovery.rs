@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::minicluster::resources::{RESOURCES, ResourceKind};
+use crate::resources::{RESOURCES, ResourceKind};
 
 /// The Kubernetes minor version the server reports. The kubectl dispatcher on
 /// this machine runs the bundled kubectl matching it (1.27–1.33).

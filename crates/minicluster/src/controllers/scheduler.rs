@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde_json::json;
 
 use super::{Ctx, util};
-use crate::minicluster::{api::record_event, store::now_rfc3339};
+use crate::{api::record_event, store::now_rfc3339};
 
 /// One pass over pending pods.
 pub fn sync(ctx: &Ctx) {
