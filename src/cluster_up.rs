@@ -9,7 +9,7 @@ use rolltest_minicluster::{
     proxy::{Propagation, ProxyMode},
 };
 
-use crate::error::ExitStatus;
+use rolltest_core::ExitStatus;
 
 /// Options of `rolltest cluster up`.
 #[derive(Debug, Clone)]

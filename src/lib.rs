@@ -20,14 +20,11 @@
 pub mod cli;
 pub mod cluster_up;
 pub mod compare;
-pub mod correlate;
-pub mod error;
 pub mod junit;
 pub mod k8s;
 pub mod lint;
 pub mod loadgen;
 pub mod manifest;
-pub mod model;
 mod os;
 pub mod progress;
 pub mod report;
@@ -36,8 +33,4 @@ pub mod run;
 pub mod rundir;
 pub mod scenario;
 pub mod serve;
-pub mod summary;
 pub mod timeline;
-pub mod verdict;
-
-pub use error::ExitStatus;

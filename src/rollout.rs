@@ -29,25 +29,27 @@ use rolltest_minicluster::{
 };
 use tokio::sync::mpsc;
 
-use crate::{
-    correlate,
-    error::ExitStatus,
-    k8s::{self, KubeSource},
-    lint::{self, LintOptions},
-    loadgen::{self, LiveCounters, Stop},
-    manifest::{self, Manifest},
+use rolltest_core::{
+    ExitStatus, correlate,
     model::{
         Attribution, LifecycleEvent, LifecycleKind, Outcome, ProxyRecord, RequestRecord, RunClock,
         Severity, Timeline,
     },
+    summary::{Aggregate, ClusterFacts, PropagationStats, RunFacts, Summary},
+    verdict::Verdict,
+};
+
+use crate::{
+    k8s::{self, KubeSource},
+    lint::{self, LintOptions},
+    loadgen::{self, LiveCounters, Stop},
+    manifest::{self, Manifest},
     progress::Progress,
     report,
     run::{RunError, START_MARGIN, print_summary},
     rundir::{self, RunDir},
     scenario::{ClusterMode, ClusterSpec, EmbeddedSpec, ProxyKind, Scenario},
-    summary::{Aggregate, ClusterFacts, PropagationStats, RunFacts, Summary},
     timeline::{self, WatchTarget, proxy::ProxyCollector},
-    verdict::Verdict,
 };
 
 /// Where the embedded cluster's kubeconfig is written in the run directory,
@@ -268,7 +270,7 @@ pub fn execute(
     let mut records = writer.finish()?;
     let observed = observed?;
     let timeline = timeline::finish(observed.events);
-    let proxy_mode = correlate::ProxyMode::of_cluster(&cluster.mode);
+    let proxy_mode = cluster.mode.proxy_mode();
     let input = correlate::Input {
         records: &records,
         timeline: &timeline,

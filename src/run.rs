@@ -8,10 +8,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{
-    error::ExitStatus,
-    loadgen::{self, LiveCounters, LoadError},
+use rolltest_core::{
+    ExitStatus,
     model::RunClock,
+    summary::{Aggregate, RunFacts, Summary},
+    verdict::Verdict,
+};
+
+use crate::{
+    loadgen::{self, LiveCounters, LoadError},
     progress::Progress,
     report,
     rundir::{self, RunDir, RunDirError},
@@ -19,8 +24,6 @@ use crate::{
         RawLoad, RawScenario, RawTarget, RawVerdict, Scenario, ScenarioError,
         values::{HttpMethod, HttpUrl, NonNegative, PositiveDuration, Rate},
     },
-    summary::{Aggregate, RunFacts, Summary},
-    verdict::Verdict,
 };
 
 /// Why a command could not produce a verdict.
@@ -306,7 +309,7 @@ fn execute(
 
     let dir = RunDir::create(&out)?;
     dir.write(rundir::SCENARIO, &scenario.text)?;
-    dir.write_timeline(&crate::model::Timeline::default())?;
+    dir.write_timeline(&rolltest_core::model::Timeline::default())?;
 
     let origin = Instant::now() + START_MARGIN;
     let duration_us = u64::try_from(scenario.load.duration.as_micros()).unwrap_or(u64::MAX);
@@ -391,15 +394,15 @@ pub fn rebuild_report(path: &Path) -> Result<ExitStatus, RunError> {
     if let Some(cluster) = &facts.cluster {
         let mut records = Vec::new();
         dir.read_records(|r| records.push(r))?;
-        let timeline: crate::model::Timeline = serde_json::from_str(&dir.read(rundir::TIMELINE)?)
-            .map_err(|e| {
-            RunError::Setup(format!(
-                "{}: not a rolltest timeline: {e}",
-                dir.file(rundir::TIMELINE).display()
-            ))
-        })?;
-        let mode = crate::correlate::ProxyMode::parse(&cluster.proxy)
-            .unwrap_or(crate::correlate::ProxyMode::External);
+        let timeline: rolltest_core::model::Timeline =
+            serde_json::from_str(&dir.read(rundir::TIMELINE)?).map_err(|e| {
+                RunError::Setup(format!(
+                    "{}: not a rolltest timeline: {e}",
+                    dir.file(rundir::TIMELINE).display()
+                ))
+            })?;
+        let mode = rolltest_core::correlate::ProxyMode::parse(&cluster.proxy)
+            .unwrap_or(rolltest_core::correlate::ProxyMode::External);
         let summary = crate::rollout::finish(&dir, &facts, &records, &timeline, &scenario, mode)?;
         return Ok(summary.verdict.exit_status());
     }
@@ -481,7 +484,7 @@ pub(crate) fn print_summary(s: &Summary, dir: &Path) {
     let lint_errors = s
         .lint
         .iter()
-        .filter(|f| f.severity == crate::model::Severity::Error)
+        .filter(|f| f.severity == rolltest_core::model::Severity::Error)
         .count();
     if !s.lint.is_empty() {
         println!(

@@ -11,7 +11,7 @@ use std::{
     thread,
 };
 
-use crate::{
+use rolltest_core::{
     model::{Cause, ErrorKind, Outcome, RequestRecord},
     summary::{Aggregate, RunFacts, Summary},
 };
@@ -161,7 +161,10 @@ impl RunDir {
     }
 
     /// Writes `timeline.json` (`{"events": [...]}`; no events for a plain load).
-    pub fn write_timeline(&self, timeline: &crate::model::Timeline) -> Result<(), RunDirError> {
+    pub fn write_timeline(
+        &self,
+        timeline: &rolltest_core::model::Timeline,
+    ) -> Result<(), RunDirError> {
         self.write_json(TIMELINE, timeline)
     }
 

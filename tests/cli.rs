@@ -260,7 +260,7 @@ fn load_writes_a_complete_run_directory_and_passes() {
     }
     // A plain load's timeline has the rollout runs' shape, with no events
     // (so `compare` and `report` read both kinds alike).
-    let timeline: rolltest::model::Timeline =
+    let timeline: rolltest_core::model::Timeline =
         serde_json::from_str(&fs::read_to_string(out_dir.join("timeline.json")).expect("timeline"))
             .expect("timeline.json is a Timeline");
     assert!(timeline.events.is_empty());

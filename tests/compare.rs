@@ -12,11 +12,13 @@ use std::{
 use rolltest::{
     compare::{self, Knob, KnobDiff},
     manifest,
+    rundir::{self, RunDir},
+};
+use rolltest_core::{
     model::{
         Cause, ErrorKind, EventSource, Finding, LifecycleEvent, LifecycleKind, Outcome,
         RequestRecord, Severity, Timeline,
     },
-    rundir::{self, RunDir},
     summary::{Aggregate, ClusterFacts, RunFacts, Summary},
     verdict::Limits,
 };

@@ -10,10 +10,8 @@ use std::{
 };
 
 use common::{DemoApp, Misbehave, bin, closed_port, misbehaving_server};
-use rolltest::{
-    junit,
-    summary::{RunFacts, Summary},
-};
+use rolltest::junit;
+use rolltest_core::summary::{RunFacts, Summary};
 use serde_json::json;
 
 fn rolltest(args: &[&str]) -> Output {

@@ -15,9 +15,9 @@ use k8s_openapi::api::{
 use kube::{Api, ResourceExt, api::ListParams};
 use rolltest::{
     k8s::{self, Cluster, K8sError, KubeSource},
-    model::{EventSource, LifecycleEvent, LifecycleKind, RunClock},
     scenario::{Action, ActionKind},
 };
+use rolltest_core::model::{EventSource, LifecycleEvent, LifecycleKind, RunClock};
 use rolltest_minicluster::cluster::{ClusterOptions, EmbeddedCluster};
 use serde_json::{Value, json};
 

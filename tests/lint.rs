@@ -13,8 +13,8 @@ use std::{
 use rolltest::{
     lint::{self, LintOptions, PropagationSource},
     manifest::{self, Manifest},
-    model::{Finding, Severity},
 };
+use rolltest_core::model::{Finding, Severity};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{DemoApp, Misbehave, closed_port, misbehaving_server, run_load, spec};
-use rolltest::model::{ErrorKind, Outcome};
+use rolltest_core::model::{ErrorKind, Outcome};
 
 fn kinds(url: &str, timeout: Duration) -> Vec<(Outcome, Option<u16>)> {
     let (records, _) = run_load(url, &spec(20.0, Duration::from_millis(200), timeout));

@@ -10,10 +10,8 @@ use k8s_openapi::api::{
     core::v1::{Pod, Service},
 };
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use rolltest::{
-    model::{EventSource, LifecycleEvent, LifecycleKind, ProxyOutcome, RunClock},
-    timeline::{self, WatchTarget, proxy::ProxyCollector},
-};
+use rolltest::timeline::{self, WatchTarget, proxy::ProxyCollector};
+use rolltest_core::model::{EventSource, LifecycleEvent, LifecycleKind, ProxyOutcome, RunClock};
 use rolltest_minicluster::{
     cluster::{ClusterOptions, EmbeddedCluster},
     proxy::{Propagation, ProxyEvent},

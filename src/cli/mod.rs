@@ -10,10 +10,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::{
-    error::ExitStatus,
-    run::{self, LoadOptions, RunOptions},
-};
+use rolltest_core::ExitStatus;
+
+use crate::run::{self, LoadOptions, RunOptions};
 
 /// rolltest: prove that a Deployment survives a rollout without dropping requests.
 #[derive(Debug, Parser)]

@@ -13,7 +13,7 @@
 
 use std::{error::Error as StdError, io};
 
-use crate::model::ErrorKind;
+use rolltest_core::model::ErrorKind;
 
 /// Where in the request the failure happened; refines the classification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

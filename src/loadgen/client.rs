@@ -23,10 +23,9 @@ use super::{
     pool::Pool,
     timer::PreciseTimer,
 };
-use crate::{
-    model::{ConnRecord, ErrorKind, Outcome, RequestRecord, RunClock},
-    scenario::{LoadSpec, Target},
-};
+use rolltest_core::model::{ConnRecord, ErrorKind, Outcome, RequestRecord, RunClock};
+
+use crate::scenario::{LoadSpec, Target};
 
 /// The response header naming the pod that served a request.
 pub const POD_HEADER: &str = "x-rolltest-pod";

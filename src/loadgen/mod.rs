@@ -35,10 +35,9 @@ use std::{
     time::Instant,
 };
 
-use crate::{
-    model::{ConnRecord, RequestRecord, RunClock},
-    scenario::{LoadSpec, Target},
-};
+use rolltest_core::model::{ConnRecord, RequestRecord, RunClock};
+
+use crate::scenario::{LoadSpec, Target};
 
 /// Why the load could not run at all. Each is a run error (exit code 3).
 #[derive(Debug, thiserror::Error)]

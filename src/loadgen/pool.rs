@@ -29,7 +29,7 @@ use super::{
     LiveCounters,
     classify::{Stage, classify},
 };
-use crate::model::{ConnRecord, ErrorKind, RunClock};
+use rolltest_core::model::{ConnRecord, ErrorKind, RunClock};
 
 /// A failed connect, classified.
 pub type ConnectError = (ErrorKind, String);

@@ -8,6 +8,7 @@ use std::{
     time::Duration,
 };
 
+use rolltest_core::correlate::ProxyMode;
 use rolltest_minicluster::proxy::Propagation;
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 
@@ -247,6 +248,20 @@ pub enum ClusterMode {
         /// The context (`None`: the current one).
         context: Option<String>,
     },
+}
+
+impl ClusterMode {
+    /// How the load reaches the pods in this mode, which decides what the
+    /// correlator makes of the proxy's records.
+    pub fn proxy_mode(&self) -> ProxyMode {
+        match self {
+            ClusterMode::Embedded(e) => match e.proxy {
+                ProxyKind::L4 => ProxyMode::L4,
+                ProxyKind::L7 => ProxyMode::L7,
+            },
+            ClusterMode::Kubeconfig { .. } => ProxyMode::External,
+        }
+    }
 }
 
 /// `[cluster.embedded]`, validated with defaults.

@@ -18,7 +18,7 @@ pub use error::ScenarioError;
 pub use raw::{RawLoad, RawScenario, RawTarget, RawVerdict};
 pub use values::{HttpMethod, HttpUrl, PositiveDuration, Rate};
 
-use crate::verdict::Limits;
+use rolltest_core::verdict::Limits;
 
 /// Default request timeout.
 pub const DEFAULT_TIMEOUT: &str = "2s";

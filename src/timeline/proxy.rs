@@ -30,7 +30,7 @@ use std::{
 use rolltest_minicluster::proxy::{ConnectionEnd, Endpoint, Outcome, ProxyEvent, ProxyReason};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
-use crate::model::{
+use rolltest_core::model::{
     EventSource, LifecycleEvent, LifecycleKind, ProxyFailure, ProxyOutcome, ProxyRecord, RunClock,
 };
 

@@ -14,9 +14,9 @@ use std::{
 
 use rolltest::{
     loadgen::{self, LiveCounters},
-    model::{RequestRecord, RunClock},
     scenario::{LoadSpec, Target},
 };
+use rolltest_core::model::{RequestRecord, RunClock};
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_rolltest")

@@ -1,5 +1,5 @@
-//! Exit codes are part of rolltest's contract (DESIGN.md): CI scripts branch
-//! on them, so they live in one place.
+//! Exit codes are part of rolltest's contract (README, "Verdict and exit
+//! codes"): CI scripts branch on them, so they live in one place.
 
 /// What a rolltest command ended with, mapped 1:1 to the process exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

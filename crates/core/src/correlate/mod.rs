@@ -46,18 +46,6 @@ pub enum ProxyMode {
 }
 
 impl ProxyMode {
-    /// The mode a scenario's `[cluster]` implies.
-    pub fn of_cluster(mode: &crate::scenario::ClusterMode) -> ProxyMode {
-        use crate::scenario::{ClusterMode, ProxyKind};
-        match mode {
-            ClusterMode::Embedded(e) => match e.proxy {
-                ProxyKind::L4 => ProxyMode::L4,
-                ProxyKind::L7 => ProxyMode::L7,
-            },
-            ClusterMode::Kubeconfig { .. } => ProxyMode::External,
-        }
-    }
-
     /// The name `run.json` stores (`l4`, `l7`, `external`).
     pub fn as_str(self) -> &'static str {
         match self {

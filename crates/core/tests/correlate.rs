@@ -4,10 +4,12 @@
 use std::net::SocketAddr;
 
 use proptest::prelude::*;
-use rolltest::correlate::{self, Input, ProxyMode};
-use rolltest::model::{
-    Attribution, Cause, ConnRecord, ErrorKind, EventSource, LifecycleEvent, LifecycleKind, Outcome,
-    ProxyFailure, ProxyOutcome, ProxyRecord, RequestRecord, Timeline,
+use rolltest_core::{
+    correlate::{self, Input, ProxyMode},
+    model::{
+        Attribution, Cause, ConnRecord, ErrorKind, EventSource, LifecycleEvent, LifecycleKind,
+        Outcome, ProxyFailure, ProxyOutcome, ProxyRecord, RequestRecord, Timeline,
+    },
 };
 
 const MS: u64 = 1_000;

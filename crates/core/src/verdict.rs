@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::ExitStatus;
+use crate::exit::ExitStatus;
 
 /// The limits a run is judged by (from `[verdict]` or `rolltest load` flags).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

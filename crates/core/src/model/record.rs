@@ -5,7 +5,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// How a failed request failed, classified from the real error source chain.
-/// The names are part of the contract (DESIGN.md, records.csv, summary.json).
+/// The names are part of the contract (records.csv, summary.json; README).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
@@ -65,7 +65,8 @@ impl fmt::Display for ErrorKind {
     }
 }
 
-/// The cause a failed request is attributed to (DESIGN.md, "Causes").
+/// The cause a failed request is attributed to (README, "How failures are
+/// attributed").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Cause {
