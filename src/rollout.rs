@@ -39,10 +39,11 @@ use rolltest_core::{
     verdict::Verdict,
 };
 
+use rolltest_loadgen::{self as loadgen, LiveCounters, Stop};
+
 use crate::{
     k8s::{self, KubeSource},
     lint::{self, LintOptions},
-    loadgen::{self, LiveCounters, Stop},
     manifest::{self, Manifest},
     progress::Progress,
     report,
@@ -834,7 +835,7 @@ const WARM_UP_IN_A_ROW: u32 = 3;
 /// `timeout`): proves the URL reaches the app before any request is counted.
 async fn warm_up(
     addr: std::net::SocketAddr,
-    target: &crate::scenario::Target,
+    target: &rolltest_loadgen::Target,
     request_timeout: Duration,
     timeout: Duration,
     progress: &(dyn Fn(&str) + Sync),

@@ -15,8 +15,9 @@ use rolltest_core::{
     verdict::Verdict,
 };
 
+use rolltest_loadgen::{self as loadgen, LiveCounters, LoadError};
+
 use crate::{
-    loadgen::{self, LiveCounters, LoadError},
     progress::Progress,
     report,
     rundir::{self, RunDir, RunDirError},

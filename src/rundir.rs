@@ -369,7 +369,7 @@ fn write_records<S: RecordSink>(
     rx: mpsc::Receiver<Vec<RequestRecord>>,
     mut sink: S,
 ) -> Result<S, RunDirError> {
-    crate::os::set_thread_nice(10);
+    rolltest_loadgen::os::set_thread_nice(10);
     while let Ok(batch) = rx.recv() {
         out.write(&batch)?;
         out.flush()?;

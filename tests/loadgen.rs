@@ -277,19 +277,19 @@ fn probe_sends_the_scenarios_request_and_returns_its_status() {
         .expect("runtime");
     let mut target = common::target(&app.url());
     assert_eq!(
-        runtime.block_on(rolltest::loadgen::probe(&target, app.addr)),
+        runtime.block_on(rolltest_loadgen::probe(&target, app.addr)),
         Ok(200)
     );
     target.url = format!("http://{}/nope", app.addr).parse().expect("url");
     target.method = http::Method::DELETE;
     let code = runtime
-        .block_on(rolltest::loadgen::probe(&target, app.addr))
+        .block_on(rolltest_loadgen::probe(&target, app.addr))
         .expect("answered");
     assert!(code >= 400, "DELETE /nope answered {code}");
     let closed = closed_port();
     assert!(
         runtime
-            .block_on(rolltest::loadgen::probe(&target, closed))
+            .block_on(rolltest_loadgen::probe(&target, closed))
             .is_err()
     );
 }

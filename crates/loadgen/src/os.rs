@@ -7,7 +7,7 @@
 /// proxy that share the machine with it in embedded mode do not make it send
 /// late; the records writer asks for 10, so writing a batch (a millisecond or
 /// two) never runs while requests are due.
-pub(crate) fn set_thread_nice(nice: i32) {
+pub fn set_thread_nice(nice: i32) {
     // SAFETY: gettid and setpriority take plain integers and only affect this thread.
     unsafe {
         let tid = libc::gettid();

@@ -25,7 +25,7 @@ use super::{
 };
 use rolltest_core::model::{ConnRecord, ErrorKind, Outcome, RequestRecord, RunClock};
 
-use crate::scenario::{LoadSpec, Target};
+use crate::{LoadSpec, Target};
 
 /// The response header naming the pod that served a request.
 pub const POD_HEADER: &str = "x-rolltest-pod";
