@@ -26,7 +26,6 @@ pub mod lint;
 pub mod manifest;
 pub mod progress;
 pub mod report;
-pub mod rollout;
 pub mod run;
 pub mod rundir;
 pub mod scenario;

@@ -41,13 +41,17 @@ use rolltest_core::{
 
 use rolltest_loadgen::{self as loadgen, LiveCounters, Stop};
 
+use super::{
+    error::RunError,
+    load::START_MARGIN,
+    outcome::{print_summary, write_junit},
+};
 use crate::{
     k8s::{self, KubeSource},
     lint::{self, LintOptions},
     manifest::{self, Manifest},
     progress::Progress,
     report,
-    run::{RunError, START_MARGIN, print_summary},
     rundir::{self, RunDir},
     scenario::{ClusterMode, ClusterSpec, EmbeddedSpec, ProxyKind, Scenario},
     timeline::{self, WatchTarget, proxy::ProxyCollector},
@@ -318,7 +322,7 @@ pub fn execute(
     };
     dir.write_facts(&facts)?;
     let summary = finish(&dir, &facts, &records, &timeline, scenario, proxy_mode)?;
-    crate::run::write_junit(junit, &summary, &facts, &dir)?;
+    write_junit(junit, &summary, &facts, &dir)?;
     Ok(summary.verdict.exit_status())
 }
 
