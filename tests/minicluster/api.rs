@@ -3,7 +3,7 @@
 //! 1.33 here) over HTTPS with the cluster's CA and client certificate, and
 //! kube-rs through the same kubeconfig.
 
-mod common;
+use crate::common;
 
 use std::{path::PathBuf, process::Output, time::Duration};
 

@@ -1,7 +1,7 @@
 //! `--junit FILE`: the JUnit XML read back with a strict XML parser, end to
 //! end through `rolltest load` and over hand-built summaries of rollout runs.
 
-mod common;
+use crate::common;
 
 use std::{
     fs,

@@ -1,7 +1,7 @@
 //! The command line end to end: scenario validation, `load`, `run`, the run
 //! directory, `report`, interruption and exit codes.
 
-mod common;
+use crate::common;
 
 use std::{
     fs,

@@ -2,7 +2,7 @@
 //! own types (records, summary, run facts, timeline) and the real manifests
 //! of `scenarios/embedded/{naive,fixed}`; no cluster runs here.
 
-mod common;
+use crate::common;
 
 use std::{
     path::{Path, PathBuf},

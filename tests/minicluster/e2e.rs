@@ -3,7 +3,7 @@
 //! timestamps; the proxy keeps routing to a deleted pod for the propagation
 //! delay; and no process outlives `rolltest cluster up`, whichever way it ends.
 
-mod common;
+use crate::common;
 
 use std::{
     io::{BufRead, BufReader},

@@ -6,7 +6,7 @@
 //! against `rolltest cluster up` in tests/rollout.rs,
 //! `naive_and_fixed_through_a_kubeconfig_against_cluster_up`.)
 
-mod common;
+use crate::common;
 
 use std::{
     path::{Path, PathBuf},

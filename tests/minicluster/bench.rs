@@ -1,14 +1,14 @@
 //! Benchmarks of the embedded cluster (ignored by default; they print
 //! figures, they do not judge them):
 //!
-//!     cargo test --release --test minicluster_bench -- --ignored --nocapture
+//!     cargo test --release --test minicluster bench:: -- --ignored --nocapture
 //!
 //! - watch delivery: a store write to the event arriving at a kube-rs watch
 //!   over HTTPS;
 //! - pod start to Ready for `rolltest serve` (no configured delays);
 //! - a 6-replica rollout with no preStop, restart to the last old pod gone.
 
-mod common;
+use crate::common;
 
 use std::{sync::Arc, time::Duration};
 
