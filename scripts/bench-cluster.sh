@@ -9,7 +9,7 @@
 # Everything runs on loopback; each part is bounded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo test --release --locked --test minicluster_bench -- --ignored --nocapture 2>&1 \
+cargo test --release --locked --test minicluster bench:: -- --ignored --nocapture 2>&1 \
   | grep -E "^(watch|pod created|6-replica)"
-cargo test --release --locked --test minicluster_proxy bench -- --ignored --nocapture 2>&1 \
+cargo test --release --locked --test minicluster proxy::bench -- --ignored --nocapture 2>&1 \
   | grep -vE "^(running|test |$|\s+Running|\s+Finished|\s+Compiling)" || true

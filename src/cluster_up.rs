@@ -3,14 +3,13 @@
 
 use std::{net::SocketAddr, path::PathBuf};
 
-use crate::{
-    error::ExitStatus,
-    minicluster::{
-        cluster::{ClusterOptions, EmbeddedCluster},
-        process::ChildRegistry,
-        proxy::{Propagation, ProxyMode},
-    },
+use rolltest_minicluster::{
+    cluster::{ClusterOptions, EmbeddedCluster},
+    process::ChildRegistry,
+    proxy::{Propagation, ProxyMode},
 };
+
+use rolltest_core::ExitStatus;
 
 /// Options of `rolltest cluster up`.
 #[derive(Debug, Clone)]
@@ -37,7 +36,7 @@ pub enum ClusterUpError {
     Runtime(#[source] std::io::Error),
     /// The cluster could not start.
     #[error(transparent)]
-    Cluster(#[from] crate::minicluster::cluster::ClusterError),
+    Cluster(#[from] rolltest_minicluster::cluster::ClusterError),
     /// The kubeconfig could not be written.
     #[error("cannot write the kubeconfig {}: {source}", path.display())]
     Kubeconfig {

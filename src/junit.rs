@@ -37,12 +37,13 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::{
+use rolltest_core::{
     model::Cause,
-    rundir,
     summary::{RunFacts, Summary},
     verdict::{Check, CheckKind, Verdict},
 };
+
+use crate::rundir;
 
 /// Why the JUnit file could not be written (exit code 3: the run itself went fine).
 #[derive(Debug, thiserror::Error)]

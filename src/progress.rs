@@ -14,7 +14,7 @@ use std::{
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::loadgen::LiveCounters;
+use rolltest_loadgen::LiveCounters;
 
 /// A running progress display.
 pub struct Progress {

@@ -11,7 +11,7 @@ use std::{
     thread,
 };
 
-use crate::{
+use rolltest_core::{
     model::{Cause, ErrorKind, Outcome, RequestRecord},
     summary::{Aggregate, RunFacts, Summary},
 };
@@ -161,7 +161,10 @@ impl RunDir {
     }
 
     /// Writes `timeline.json` (`{"events": [...]}`; no events for a plain load).
-    pub fn write_timeline(&self, timeline: &crate::model::Timeline) -> Result<(), RunDirError> {
+    pub fn write_timeline(
+        &self,
+        timeline: &rolltest_core::model::Timeline,
+    ) -> Result<(), RunDirError> {
         self.write_json(TIMELINE, timeline)
     }
 
@@ -366,7 +369,7 @@ fn write_records<S: RecordSink>(
     rx: mpsc::Receiver<Vec<RequestRecord>>,
     mut sink: S,
 ) -> Result<S, RunDirError> {
-    crate::os::set_thread_nice(10);
+    rolltest_loadgen::os::set_thread_nice(10);
     while let Ok(batch) = rx.recv() {
         out.write(&batch)?;
         out.flush()?;

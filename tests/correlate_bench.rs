@@ -7,10 +7,12 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use rolltest::correlate::{self, Input, ProxyMode};
-use rolltest::model::{
-    ConnRecord, ErrorKind, EventSource, LifecycleEvent, LifecycleKind, Outcome, ProxyOutcome,
-    ProxyRecord, RequestRecord, Timeline,
+use rolltest_core::{
+    correlate::{self, Input, ProxyMode},
+    model::{
+        ConnRecord, ErrorKind, EventSource, LifecycleEvent, LifecycleKind, Outcome, ProxyOutcome,
+        ProxyRecord, RequestRecord, Timeline,
+    },
 };
 
 const RECORDS: u64 = 1_000_000;
@@ -181,9 +183,8 @@ fn run(mode: ProxyMode, d: &Data, t: &Timeline) {
 /// The whole post-run path of `rolltest run`: attribute, fill the records,
 /// rewrite records.csv, aggregate, group, summarize and render report.html.
 fn end_to_end(d: &mut Data, t: &Timeline) {
-    use rolltest::{
-        report,
-        rundir::RunDir,
+    use rolltest::{report, rundir::RunDir};
+    use rolltest_core::{
         summary::{Aggregate, PropagationStats, RunFacts, Summary},
         verdict::Limits,
     };
@@ -200,7 +201,7 @@ fn end_to_end(d: &mut Data, t: &Timeline) {
         propagation_allowance_us: correlate::DEFAULT_PROPAGATION_ALLOWANCE_US,
     };
     let attrs = correlate::attribute(&input);
-    let by_seq: std::collections::HashMap<u64, &rolltest::model::Attribution> =
+    let by_seq: std::collections::HashMap<u64, &rolltest_core::model::Attribution> =
         attrs.iter().map(|a| (a.seq, a)).collect();
     for r in &mut d.records {
         if let Some(a) = by_seq.get(&r.seq) {

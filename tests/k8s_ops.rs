@@ -15,10 +15,10 @@ use k8s_openapi::api::{
 use kube::{Api, ResourceExt, api::ListParams};
 use rolltest::{
     k8s::{self, Cluster, K8sError, KubeSource},
-    minicluster::cluster::{ClusterOptions, EmbeddedCluster},
-    model::{EventSource, LifecycleEvent, LifecycleKind, RunClock},
     scenario::{Action, ActionKind},
 };
+use rolltest_core::model::{EventSource, LifecycleEvent, LifecycleKind, RunClock};
+use rolltest_minicluster::cluster::{ClusterOptions, EmbeddedCluster};
 use serde_json::{Value, json};
 
 /// One embedded cluster at a time in this file: clusters started at the same

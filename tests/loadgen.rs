@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{DemoApp, Misbehave, closed_port, misbehaving_server, run_load, spec};
-use rolltest::model::{ErrorKind, Outcome};
+use rolltest_core::model::{ErrorKind, Outcome};
 
 fn kinds(url: &str, timeout: Duration) -> Vec<(Outcome, Option<u16>)> {
     let (records, _) = run_load(url, &spec(20.0, Duration::from_millis(200), timeout));
@@ -277,19 +277,19 @@ fn probe_sends_the_scenarios_request_and_returns_its_status() {
         .expect("runtime");
     let mut target = common::target(&app.url());
     assert_eq!(
-        runtime.block_on(rolltest::loadgen::probe(&target, app.addr)),
+        runtime.block_on(rolltest_loadgen::probe(&target, app.addr)),
         Ok(200)
     );
     target.url = format!("http://{}/nope", app.addr).parse().expect("url");
     target.method = http::Method::DELETE;
     let code = runtime
-        .block_on(rolltest::loadgen::probe(&target, app.addr))
+        .block_on(rolltest_loadgen::probe(&target, app.addr))
         .expect("answered");
     assert!(code >= 400, "DELETE /nope answered {code}");
     let closed = closed_port();
     assert!(
         runtime
-            .block_on(rolltest::loadgen::probe(&target, closed))
+            .block_on(rolltest_loadgen::probe(&target, closed))
             .is_err()
     );
 }

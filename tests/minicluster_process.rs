@@ -18,7 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use rolltest::minicluster::process::{
+use rolltest_minicluster::process::{
     ChildRegistry, ExecContext, Hook, HookOutcome, HttpGetAction, IpAllocator, PodProcess, PodSpec,
     ProcessEvent, ProcessEventKind, probe_exec, probe_http, probe_tcp, run_hook, terminate,
 };

@@ -6,9 +6,9 @@
 //! Set `ROLLTEST_REPORT_DIR=/tmp/reports` to also write every report these
 //! tests render to `<name>.html` there, to look at them in a browser.
 
-use rolltest::{
+use rolltest::report;
+use rolltest_core::{
     model::{Cause, ErrorKind, Outcome, RequestRecord},
-    report,
     summary::{Aggregate, RunFacts, Summary},
     verdict::Limits,
 };
@@ -291,7 +291,7 @@ fn ten_minute_run_stays_small() {
 // The rollout report: swimlanes, causes, propagation, findings, headline.
 // ---------------------------------------------------------------------------
 
-use rolltest::model::{
+use rolltest_core::model::{
     CauseGroup, EventSource, Finding, LifecycleEvent, LifecycleKind, PodPropagation, Severity,
     Timeline,
 };

@@ -10,13 +10,11 @@ use k8s_openapi::api::{
     core::v1::{Pod, Service},
 };
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use rolltest::{
-    minicluster::{
-        cluster::{ClusterOptions, EmbeddedCluster},
-        proxy::{Propagation, ProxyEvent},
-    },
-    model::{EventSource, LifecycleEvent, LifecycleKind, ProxyOutcome, RunClock},
-    timeline::{self, WatchTarget, proxy::ProxyCollector},
+use rolltest::timeline::{self, WatchTarget, proxy::ProxyCollector};
+use rolltest_core::model::{EventSource, LifecycleEvent, LifecycleKind, ProxyOutcome, RunClock};
+use rolltest_minicluster::{
+    cluster::{ClusterOptions, EmbeddedCluster},
+    proxy::{Propagation, ProxyEvent},
 };
 use serde_json::json;
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};

@@ -3,10 +3,9 @@
 
 use std::path::PathBuf;
 
-use crate::{
-    compare::{self, CompareOptions},
-    error::ExitStatus,
-};
+use rolltest_core::ExitStatus;
+
+use crate::compare::{self, CompareOptions};
 
 /// Shown after the flags in `rolltest compare --help`.
 const AFTER_HELP: &str = "\

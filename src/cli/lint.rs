@@ -3,8 +3,9 @@
 
 use std::{io::Read, path::PathBuf, time::Duration};
 
+use rolltest_core::ExitStatus;
+
 use crate::{
-    error::ExitStatus,
     lint::{self, LintOptions, PropagationSource, output},
     manifest::{self, Manifest},
     serve::parse_duration,

@@ -10,10 +10,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::{
-    error::ExitStatus,
-    run::{self, LoadOptions, RunOptions},
-};
+use rolltest_core::ExitStatus;
+
+use crate::run::{self, LoadOptions, RunOptions};
 
 /// rolltest: prove that a Deployment survives a rollout without dropping requests.
 #[derive(Debug, Parser)]
@@ -78,7 +77,7 @@ pub struct ClusterUpArgs {
     /// Delay before a service proxy applies an endpoint change, drawn per
     /// change from MIN..MAX (or a single duration).
     #[arg(long, default_value = "1s..2s", value_parser = parse_propagation)]
-    pub endpoint_propagation: crate::minicluster::proxy::Propagation,
+    pub endpoint_propagation: rolltest_minicluster::proxy::Propagation,
     /// Service proxy: l4 forwards TCP like kube-proxy (connections stay pinned;
     /// a dead backend resets), l7 proxies HTTP like an ingress (502/503).
     #[arg(long, value_enum, default_value = "l4")]
@@ -98,9 +97,9 @@ pub enum ProxyKind {
     L7,
 }
 
-fn parse_propagation(s: &str) -> Result<crate::minicluster::proxy::Propagation, String> {
+fn parse_propagation(s: &str) -> Result<rolltest_minicluster::proxy::Propagation, String> {
     s.parse()
-        .map_err(|e: crate::minicluster::proxy::PropagationParseError| e.to_string())
+        .map_err(|e: rolltest_minicluster::proxy::PropagationParseError| e.to_string())
 }
 
 #[derive(Debug, clap::Args)]
@@ -254,8 +253,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 listen: args.listen,
                 insecure_http: args.insecure_http,
                 proxy: match args.proxy {
-                    ProxyKind::L4 => crate::minicluster::proxy::ProxyMode::L4,
-                    ProxyKind::L7 => crate::minicluster::proxy::ProxyMode::L7 {
+                    ProxyKind::L4 => rolltest_minicluster::proxy::ProxyMode::L4,
+                    ProxyKind::L7 => rolltest_minicluster::proxy::ProxyMode::L7 {
                         retry_connect_errors: args.l7_retry,
                     },
                 },

@@ -5,12 +5,11 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use crate::{
-    error::ExitStatus,
-    serve::{
-        self, DependencyUrl, OnSigterm, ServeConfig, WorkTime, parse_dependency_url,
-        parse_duration, parse_work_time,
-    },
+use rolltest_core::ExitStatus;
+
+use crate::serve::{
+    self, DependencyUrl, OnSigterm, ServeConfig, WorkTime, parse_dependency_url, parse_duration,
+    parse_work_time,
 };
 
 /// Shown after the flags in `rolltest serve --help`.

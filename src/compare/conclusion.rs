@@ -6,7 +6,9 @@
 //! readiness/startup probes, minReadySeconds; capacity → maxUnavailable /
 //! maxSurge, a PodDisruptionBudget (and replicas).
 
-use crate::{model::Cause, report::html::fmt_num};
+use rolltest_core::model::Cause;
+
+use crate::report::html::fmt_num;
 
 use super::{
     CauseDelta, Comparison,

@@ -4,11 +4,14 @@
 
 use std::path::{Path, PathBuf};
 
+use rolltest_core::{
+    model::{Cause, LifecycleKind, Outcome, Timeline},
+    summary::{RunFacts, Summary},
+};
+
 use crate::{
     manifest::{self, Manifest},
-    model::{Cause, LifecycleKind, Outcome, Timeline},
     rundir::{self, RunDir},
-    summary::{RunFacts, Summary},
 };
 
 use super::CompareError;

@@ -32,12 +32,13 @@ pub use load::{Anchor, Failure, RunData, load_run};
 pub use page::render;
 pub use timing::{FailureBins, PodTermination, Spread, Termination};
 
-use crate::{
-    error::ExitStatus,
-    manifest::ManifestError,
+use rolltest_core::{
+    ExitStatus,
     model::{Cause, Finding},
     summary::{LatencyStats, PropagationStats, RequestCounts},
 };
+
+use crate::manifest::ManifestError;
 
 /// `compare.json` format version.
 pub const FORMAT_VERSION: u32 = 1;

@@ -4,12 +4,11 @@
 
 use std::fmt::Write as _;
 
-use crate::{
-    model::Cause,
-    report::{
-        html::{self, Cell, Table, escape, fmt_ms, fmt_num, fmt_pct, legend, note, num, text},
-        rollout::{self as rreport, cause_color},
-    },
+use rolltest_core::model::Cause;
+
+use crate::report::{
+    html::{self, Cell, Table, escape, fmt_ms, fmt_num, fmt_pct, legend, note, num, text},
+    rollout::{self as rreport, cause_color},
 };
 
 use super::{Comparison, FigureDelta, Side, Spread, timing::cause_key};

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Cause, LifecycleKind, Timeline};
+use rolltest_core::model::{Cause, LifecycleKind, Timeline};
 
 use super::load::Failure;
 
@@ -195,7 +195,7 @@ pub fn bin_failures(failures: &[Failure], anchor_us: u64, bin_ms: u64) -> Failur
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{EventSource, LifecycleEvent};
+    use rolltest_core::model::{EventSource, LifecycleEvent};
 
     fn ev(
         at_us: u64,

@@ -22,10 +22,9 @@ use serde_json::json;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::{Cluster, K8sError, status_code};
-use crate::{
-    model::{EventSource, LifecycleEvent, LifecycleKind, RunClock},
-    scenario::{Action, ActionKind},
-};
+use rolltest_core::model::{EventSource, LifecycleEvent, LifecycleKind, RunClock};
+
+use crate::scenario::{Action, ActionKind};
 
 /// How long kubectl waits between evictions refused with 429.
 pub const EVICTION_RETRY: Duration = Duration::from_secs(5);

@@ -42,10 +42,9 @@ mod rules;
 
 use std::{path::Path, time::Duration};
 
-use crate::{
-    manifest::Manifest,
-    model::{Finding, Severity},
-};
+use rolltest_core::model::{Finding, Severity};
+
+use crate::manifest::Manifest;
 
 /// Where the expected propagation delay came from.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

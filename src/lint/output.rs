@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::{LintOptions, PropagationSource, RULES};
-use crate::model::{Finding, Severity};
+use rolltest_core::model::{Finding, Severity};
 
 /// Counts over a lint run.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -8,10 +8,9 @@ use super::{
     LintOptions, MAX_UNAVAILABLE_REASON, PropagationSource, Rule,
     k8s::{self, IntOrPercent, PreStop, ProbeTiming},
 };
-use crate::{
-    manifest::Manifest,
-    model::{Finding, Severity},
-};
+use rolltest_core::model::{Finding, Severity};
+
+use crate::manifest::Manifest;
 
 use Severity::{Error, Info, Warning};
 

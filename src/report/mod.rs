@@ -31,7 +31,7 @@ mod swimlanes;
 
 pub use rollout::{FailurePoint, Rollout};
 
-use crate::summary::{Aggregate, RunFacts, Summary};
+use rolltest_core::summary::{Aggregate, RunFacts, Summary};
 
 use html::escape;
 

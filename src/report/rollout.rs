@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::{
+use rolltest_core::{
     model::{
         Cause, CauseGroup, ErrorKind, Finding, Outcome, PodPropagation, RequestRecord, Severity,
         Timeline,
@@ -57,7 +57,7 @@ pub struct FailurePoint {
 impl FailurePoint {
     /// The failure point of a failed record (`None` for ok or dropped
     /// records), with the record's own pod and cause; overwrite them with
-    /// the correlator's [`Attribution`](crate::model::Attribution) when the
+    /// the correlator's [`Attribution`](rolltest_core::model::Attribution) when the
     /// records do not carry it.
     pub fn from_record(r: &RequestRecord) -> Option<Self> {
         match r.outcome {

@@ -2,7 +2,7 @@
 //! (scenario, target, pods, check names, reasons) go through `escape` or an
 //! escaping [`Table`] cell.
 
-use crate::{
+use rolltest_core::{
     model::ErrorKind,
     summary::{Aggregate, RunFacts, Summary},
     verdict::{CheckKind, Verdict},

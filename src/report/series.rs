@@ -4,7 +4,7 @@
 
 use hdrhistogram::Histogram;
 
-use crate::{
+use rolltest_core::{
     model::ErrorKind,
     summary::{Aggregate, THROUGHPUT_BUCKET_US, ThroughputBucket},
 };

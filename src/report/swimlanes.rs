@@ -11,7 +11,7 @@
 
 use std::{collections::HashMap, fmt::Write as _};
 
-use crate::model::{Cause, LifecycleEvent, LifecycleKind, Timeline};
+use rolltest_core::model::{Cause, LifecycleEvent, LifecycleKind, Timeline};
 
 use super::{
     charts,
@@ -843,7 +843,7 @@ fn draw_lane(o: &mut String, lane: &Lane, y: f64, max_col: u64, x_of: &impl Fn(i
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{ErrorKind, EventSource};
+    use rolltest_core::model::{ErrorKind, EventSource};
 
     fn ev(at_ms: u64, pod: &str, kind: LifecycleKind) -> LifecycleEvent {
         LifecycleEvent {

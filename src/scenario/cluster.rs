@@ -8,10 +8,11 @@ use std::{
     time::Duration,
 };
 
+use rolltest_core::correlate::ProxyMode;
+use rolltest_minicluster::proxy::Propagation;
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 
 use super::values::PositiveDuration;
-use crate::minicluster::proxy::Propagation;
 
 /// `[cluster]` as written.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -447,6 +448,20 @@ pub enum ClusterMode {
     },
 }
 
+impl ClusterMode {
+    /// How the load reaches the pods in this mode, which decides what the
+    /// correlator makes of the proxy's records.
+    pub fn proxy_mode(&self) -> ProxyMode {
+        match self {
+            ClusterMode::Embedded(e) => match e.proxy {
+                ProxyKind::L4 => ProxyMode::L4,
+                ProxyKind::L7 => ProxyMode::L7,
+            },
+            ClusterMode::Kubeconfig { .. } => ProxyMode::External,
+        }
+    }
+}
+
 /// `[cluster.embedded]`, validated with defaults.
 #[derive(Debug, Clone)]
 pub struct EmbeddedSpec {
@@ -594,7 +609,7 @@ pub(super) fn validate_cluster<E>(
             ClusterMode::Embedded(EmbeddedSpec {
                 propagation: e
                     .endpoint_propagation
-                    .map_or(crate::minicluster::cluster::DEFAULT_PROPAGATION, |p| p.0),
+                    .map_or(rolltest_minicluster::cluster::DEFAULT_PROPAGATION, |p| p.0),
                 proxy,
                 l7_retry: e.l7_retry.unwrap_or(false),
                 nodes,

@@ -10,7 +10,7 @@ use super::{
     error::line_col,
     values::{HttpMethod, HttpUrl, NonNegative, PositiveDuration, Rate, Ratio},
 };
-use crate::verdict::Limits;
+use rolltest_core::verdict::Limits;
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -6,7 +6,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
 
 use super::Tracker;
-use crate::model::{EventSource, LifecycleEvent, LifecycleKind};
+use rolltest_core::model::{EventSource, LifecycleEvent, LifecycleKind};
 
 /// An endpoint's three conditions, nil semantics resolved: a nil `ready`
 /// means ready, a nil `serving` follows `ready`, a nil `terminating` is false.

@@ -9,7 +9,7 @@ use std::{
 use k8s_openapi::api::core::v1::Event;
 
 use super::{KnownPods, Tracker, to_run_us, unix_us};
-use crate::model::{EventSource, LifecycleEvent, LifecycleKind, RunClock};
+use rolltest_core::model::{EventSource, LifecycleEvent, LifecycleKind, RunClock};
 
 /// Maps Events to lifecycle events; skips history (Events from before the
 /// watch started) and repeats (a re-list, an unchanged `count`).

@@ -62,7 +62,7 @@ use kube::{
 use serde::de::DeserializeOwned;
 use tokio::{sync::mpsc::UnboundedSender, task::JoinHandle};
 
-use crate::model::{LifecycleEvent, RunClock, Timeline};
+use rolltest_core::model::{LifecycleEvent, RunClock, Timeline};
 
 /// What to watch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -361,7 +361,7 @@ pub(crate) fn to_run_us(clock: &RunClock, unix_us: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{EventSource, LifecycleKind};
+    use rolltest_core::model::{EventSource, LifecycleKind};
 
     #[test]
     fn finish_sorts_stably_by_observation() {

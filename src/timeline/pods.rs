@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::{ContainerStateTerminated, ContainerStatus, Pod}
 use kube::ResourceExt;
 
 use super::{KnownPods, Tracker, to_run_us, unix_us};
-use crate::model::{EventSource, LifecycleEvent, LifecycleKind, RunClock};
+use rolltest_core::model::{EventSource, LifecycleEvent, LifecycleKind, RunClock};
 
 /// What the last seen version of a pod said.
 #[derive(Debug, Default)]

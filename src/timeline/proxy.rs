@@ -5,7 +5,7 @@
 //!
 //! **Several proxies per Service.** The cluster runs one proxy per Service
 //! port and listener (the ClusterIP and, for a NodePort Service, also
-//! 127.0.0.1:nodePort; see `minicluster::services`), all feeding the same
+//! 127.0.0.1:nodePort; see `rolltest_minicluster::services`), all feeding the same
 //! channel, and `ProxyEvent::Applied` does not say which proxy sent it. Each
 //! endpoint change is therefore applied (and reported) once per listener,
 //! at the same moment give or take thread wake-up jitter: the proxies get the
@@ -27,14 +27,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use rolltest_minicluster::proxy::{ConnectionEnd, Endpoint, Outcome, ProxyEvent, ProxyReason};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
-use crate::{
-    minicluster::proxy::{ConnectionEnd, Endpoint, Outcome, ProxyEvent, ProxyReason},
-    model::{
-        EventSource, LifecycleEvent, LifecycleKind, ProxyFailure, ProxyOutcome, ProxyRecord,
-        RunClock,
-    },
+use rolltest_core::model::{
+    EventSource, LifecycleEvent, LifecycleKind, ProxyFailure, ProxyOutcome, ProxyRecord, RunClock,
 };
 
 /// Two applications of the same set this close together (by the proxies'

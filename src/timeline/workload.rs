@@ -6,7 +6,7 @@ use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use kube::ResourceExt;
 
 use super::Tracker;
-use crate::model::{EventSource, LifecycleEvent, LifecycleKind};
+use rolltest_core::model::{EventSource, LifecycleEvent, LifecycleKind};
 
 /// `(spec.replicas, status.readyReplicas)` per ReplicaSet.
 #[derive(Debug, Default)]

@@ -12,11 +12,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use rolltest::{
-    loadgen::{self, LiveCounters},
-    model::{RequestRecord, RunClock},
-    scenario::{LoadSpec, Target},
-};
+use rolltest_core::model::{RequestRecord, RunClock};
+use rolltest_loadgen::{self as loadgen, LiveCounters, LoadSpec, Target};
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_rolltest")

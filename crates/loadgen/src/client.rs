@@ -1,0 +1,407 @@
+//! The client thread: a single-threaded tokio runtime, raw hyper HTTP/1.1
+//! connections and a LIFO keep-alive pool. Every request is its own local
+//! task; connections are opened on demand, so against a slow target the pool
+//! grows until `max_in_flight` (enforced by the pacer) is the only bound.
+
+use std::{
+    cell::RefCell,
+    net::SocketAddr,
+    rc::Rc,
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, header};
+use http_body_util::{BodyExt, Full};
+use tokio::task::LocalSet;
+
+use super::{
+    LiveCounters, RecordSender, Stop,
+    classify::{Stage, classify},
+    pacer::Pacer,
+    pool::Pool,
+    timer::PreciseTimer,
+};
+use rolltest_core::model::{ConnRecord, ErrorKind, Outcome, RequestRecord, RunClock};
+
+use crate::{LoadSpec, Target};
+
+/// The response header naming the pod that served a request.
+pub const POD_HEADER: &str = "x-rolltest-pod";
+
+/// One request to send.
+#[derive(Debug, Clone, Copy)]
+pub struct Job {
+    pub seq: u64,
+    pub intended_us: u64,
+}
+
+/// Everything needed to build each request, prepared once.
+#[derive(Debug, Clone)]
+pub struct RequestTemplate {
+    method: http::Method,
+    path: http::Uri,
+    headers: http::HeaderMap,
+    body: Bytes,
+    keepalive: bool,
+}
+
+impl RequestTemplate {
+    pub fn new(target: &Target, keepalive: bool) -> Self {
+        let path = target
+            .url
+            .path_and_query()
+            .map_or_else(|| "/".to_string(), |pq| pq.as_str().to_string());
+        let path = path.parse().unwrap_or_else(|_| http::Uri::from_static("/"));
+        let mut headers = http::HeaderMap::new();
+        let authority = target.url.authority().map_or("", |a| a.as_str());
+        if let Ok(host) = HeaderValue::from_str(authority) {
+            headers.insert(header::HOST, host);
+        }
+        headers.insert(header::USER_AGENT, HeaderValue::from_static("rolltest"));
+        if !keepalive {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        for (name, value) in &target.headers {
+            headers.insert(name.clone(), value.clone());
+        }
+        RequestTemplate {
+            method: target.method.clone(),
+            path,
+            headers,
+            body: target.body.clone(),
+            keepalive,
+        }
+    }
+
+    fn build(&self) -> Request<Full<Bytes>> {
+        let mut req = Request::new(Full::new(self.body.clone()));
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.path.clone();
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+}
+
+/// Sends one request as the load will send it (method, headers, body,
+/// `Connection: close`) on a connection of its own and returns the status:
+/// a check that the target serves, before any request is counted.
+pub async fn probe(target: &Target, addr: SocketAddr) -> Result<u16, String> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+    let driver = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let response = sender
+        .send_request(RequestTemplate::new(target, false).build())
+        .await
+        .map_err(|e| e.to_string());
+    driver.abort();
+    Ok(response?.status().as_u16())
+}
+
+struct Client {
+    pool: Rc<Pool>,
+    template: RequestTemplate,
+    timeout: Duration,
+    clock: RunClock,
+    live: Arc<LiveCounters>,
+    batch: RefCell<Vec<RequestRecord>>,
+}
+
+/// How often finished records are handed to the writer.
+const FLUSH_EVERY: Duration = Duration::from_millis(20);
+/// Longest timer wait, so a stop request is noticed promptly.
+const MAX_WAIT: Duration = Duration::from_millis(20);
+/// After this many dispatches in a row (a generator catching up), let the
+/// request tasks and the IO driver run before dispatching more.
+const BURST: u32 = 32;
+
+/// What the generator needs to run.
+pub struct Params {
+    pub addr: SocketAddr,
+    pub template: RequestTemplate,
+    pub spec: LoadSpec,
+    pub clock: RunClock,
+    /// When request 0 is due.
+    pub origin: Instant,
+}
+
+/// What the generator did.
+pub struct Finished {
+    /// Requests the schedule reached (sent or dropped).
+    pub scheduled: u64,
+    /// Every connection opened, with its local address.
+    pub conns: Vec<ConnRecord>,
+    /// Scheduling was stopped early.
+    pub interrupted: bool,
+    /// The generator could not start (runtime or timer).
+    pub error: Option<std::io::Error>,
+}
+
+/// Runs the whole load on the calling thread and returns when every request has finished.
+pub fn run(
+    params: Params,
+    records: RecordSender,
+    stop: &Stop,
+    live: Arc<LiveCounters>,
+) -> Finished {
+    crate::os::set_thread_nice(-10);
+    let failed_start = |error| Finished {
+        scheduled: 0,
+        conns: Vec::new(),
+        interrupted: false,
+        error: Some(error),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return failed_start(e),
+    };
+    let client = Rc::new(Client {
+        pool: Pool::new(params.addr, live.clone(), params.clock),
+        template: params.template,
+        timeout: params.spec.timeout,
+        clock: params.clock,
+        live,
+        batch: RefCell::new(Vec::with_capacity(1024)),
+    });
+    let local = LocalSet::new();
+    local.block_on(&runtime, async move {
+        let mut timer = match PreciseTimer::new() {
+            Ok(timer) => timer,
+            Err(e) => return failed_start(e),
+        };
+        let flusher = {
+            let client = client.clone();
+            let records = records.clone();
+            tokio::task::spawn_local(async move {
+                let mut tick = tokio::time::interval(FLUSH_EVERY);
+                loop {
+                    tick.tick().await;
+                    client.flush(&records);
+                }
+            })
+        };
+        if params.spec.keepalive {
+            client.pool.warm_up(warm_connections(&params.spec)).await;
+        }
+        let result = dispatch(&client, &params.spec, params.origin, &mut timer, stop).await;
+        // Every request has its own timeout; wait for the stragglers.
+        let deadline = Instant::now() + client.timeout + Duration::from_secs(2);
+        while client.live.in_flight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        flusher.abort();
+        client.flush(&records);
+        client.pool.clear();
+        Finished {
+            conns: client.pool.take_opened(),
+            ..result
+        }
+    })
+}
+
+/// Connections opened before the first request is due: enough for the
+/// schedule to find idle connections while responses take up to about a
+/// millisecond. Without them a high rate opens a connection per request for
+/// the first milliseconds, and on a single core those connects can put the
+/// generator behind before the pool has grown.
+fn warm_connections(spec: &LoadSpec) -> usize {
+    ((spec.rate / 1000.0).ceil() as usize).clamp(1, spec.max_in_flight.min(256))
+}
+
+/// The pacing loop: hands each request to its own task at its due time.
+async fn dispatch(
+    client: &Rc<Client>,
+    spec: &LoadSpec,
+    origin: Instant,
+    timer: &mut PreciseTimer,
+    stop: &Stop,
+) -> Finished {
+    let pacer = Pacer::new(spec.rate);
+    let total = pacer.count_before(spec.duration);
+    // A generator so far behind that it would still be sending after the
+    // schedule plus one timeout has ended gives up the rest as dropped.
+    let give_up_at = origin + spec.duration + spec.timeout;
+    let mut periodic = match pacer.tick(spec.send_quantum(), MAX_WAIT) {
+        Some(tick) => timer.start_periodic(origin, tick).is_ok(),
+        None => false,
+    };
+    let mut seq = 0;
+    let mut burst = 0;
+    let mut interrupted = false;
+    while seq < total {
+        if stop.interrupt.load(Ordering::Relaxed) {
+            interrupted = true;
+            break;
+        }
+        if stop.finish.load(Ordering::Relaxed) {
+            break;
+        }
+        let due = origin + pacer.due(seq);
+        let now = Instant::now();
+        if now < due {
+            burst = 0;
+            let waited = if periodic {
+                timer.tick().await.map(|_| ())
+            } else {
+                timer.sleep_until(due.min(now + MAX_WAIT)).await
+            };
+            if waited.is_err() {
+                // The timer broke mid-run: fall back to tokio's coarser timer.
+                periodic = false;
+                tokio::time::sleep_until(due.into()).await;
+            }
+            continue;
+        }
+        let intended_us = client.clock.micros(due);
+        if now > give_up_at {
+            for s in seq..total {
+                let mut r = RequestRecord::dropped(s, client.clock.micros(origin + pacer.due(s)));
+                r.detail = Some("the generator fell too far behind to send it".into());
+                client.record_dropped(r);
+            }
+            seq = total;
+            break;
+        }
+        if client.live.in_flight.load(Ordering::Acquire) >= spec.max_in_flight {
+            let mut r = RequestRecord::dropped(seq, intended_us);
+            r.detail = Some(format!("{} requests already in flight", spec.max_in_flight));
+            client.record_dropped(r);
+        } else {
+            client.live.in_flight.fetch_add(1, Ordering::AcqRel);
+            client.live.sent.fetch_add(1, Ordering::Relaxed);
+            tokio::task::spawn_local(client.clone().execute(Job { seq, intended_us }));
+        }
+        seq += 1;
+        burst += 1;
+        if burst >= BURST {
+            burst = 0;
+            tokio::task::yield_now().await;
+        }
+    }
+    Finished {
+        scheduled: seq,
+        conns: Vec::new(),
+        interrupted,
+        error: None,
+    }
+}
+
+/// What one attempt produced.
+struct Exchange {
+    status: Option<u16>,
+    pod: Option<HeaderValue>,
+    conn: Option<u64>,
+    error: Option<(ErrorKind, String)>,
+}
+
+impl Client {
+    fn record_dropped(&self, record: RequestRecord) {
+        self.live.dropped.fetch_add(1, Ordering::Relaxed);
+        self.batch.borrow_mut().push(record);
+    }
+
+    fn flush(&self, records: &RecordSender) {
+        let batch = std::mem::take(&mut *self.batch.borrow_mut());
+        if !batch.is_empty() {
+            let _ = records.send(batch);
+        }
+    }
+
+    async fn execute(self: Rc<Self>, job: Job) {
+        let sent_us = self.clock.now_micros();
+        let mut exchange = Exchange {
+            status: None,
+            pod: None,
+            conn: None,
+            error: None,
+        };
+        if tokio::time::timeout(self.timeout, self.attempt(&mut exchange))
+            .await
+            .is_err()
+        {
+            exchange.error = Some((
+                ErrorKind::Timeout,
+                format!(
+                    "no complete response within {}",
+                    humantime::format_duration(self.timeout)
+                ),
+            ));
+        }
+        let end_us = self.clock.now_micros();
+        let outcome = match (&exchange.error, exchange.status) {
+            (Some((kind, _)), _) => Outcome::Failed(*kind),
+            (None, Some(code)) if code >= 500 => Outcome::Failed(ErrorKind::Http5xx),
+            (None, Some(code)) if code >= 400 => Outcome::Failed(ErrorKind::Http4xx),
+            (None, _) => Outcome::Ok,
+        };
+        let counter = if outcome == Outcome::Ok {
+            &self.live.ok
+        } else {
+            &self.live.failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.batch.borrow_mut().push(RequestRecord {
+            seq: job.seq,
+            intended_us: job.intended_us,
+            sent_us: Some(sent_us),
+            latency_us: Some(end_us.saturating_sub(job.intended_us)),
+            status: exchange.status,
+            outcome,
+            detail: exchange.error.map(|(_, d)| d),
+            pod: exchange
+                .pod
+                .and_then(|v| v.to_str().ok().map(str::to_string)),
+            conn: exchange.conn,
+            cause: None,
+        });
+        self.live.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Sends one request and reads the whole response, filling `out` as it goes
+    /// (so a timeout still knows the connection and any status that arrived).
+    async fn attempt(&self, out: &mut Exchange) {
+        let checkout = if self.template.keepalive {
+            self.pool.checkout().await
+        } else {
+            self.pool.connect().await
+        };
+        let mut conn = match checkout {
+            Ok(conn) => conn,
+            Err(error) => {
+                out.error = Some(error);
+                return;
+            }
+        };
+        out.conn = Some(conn.id);
+        let response = match conn.sender.send_request(self.template.build()).await {
+            Ok(response) => response,
+            Err(e) => {
+                out.error = Some(classify(Stage::Exchange, &e));
+                return;
+            }
+        };
+        out.status = Some(response.status().as_u16());
+        out.pod = response.headers().get(POD_HEADER).cloned();
+        let mut body = response.into_body();
+        while let Some(frame) = body.frame().await {
+            if let Err(e) = frame {
+                out.error = Some(classify(Stage::Exchange, &e));
+                return;
+            }
+        }
+        if self.template.keepalive {
+            self.pool.checkin(conn);
+        }
+    }
+}

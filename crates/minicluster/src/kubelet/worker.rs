@@ -1,0 +1,544 @@
+//! One pod's life on this kubelet, as one task: resolve the image, start the
+//! (first) container, probe it, restart it after crashes or liveness
+//! failures (CrashLoopBackOff), and terminate it as the kubelet's
+//! `killContainer` does when the pod gets a `deletionTimestamp`, ending with
+//! the terminal phase and the final delete. The supervisor steers the task
+//! through a [`Desired`] watch: `Terminate` for a graceful delete, `Kill`
+//! when the object vanished (grace 0, force delete) or the kubelet stops.
+
+use std::{
+    future::Future,
+    net::IpAddr,
+    pin::Pin,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinSet,
+};
+
+use super::{
+    PodInfo, Shared,
+    events::{BackOff, StopWhy, describe, exit_message},
+    lock,
+    probes::{Probes, kind_name, run_probe},
+    spec::{PodPlan, expand, service_env},
+    status::{PodView, pods, running, terminated, waiting},
+};
+use crate::{
+    api::record_event,
+    process::{
+        ExitInfo, PodProcess, PodSpec, ProbeKind, ProbeStatus, ProcessError, ProcessEvent,
+        terminate,
+    },
+    store::now_rfc3339,
+};
+
+/// How long a SIGKILLed process may take to be reaped.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
+/// What the supervisor wants of a pod task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Desired {
+    /// Keep the pod running.
+    Run,
+    /// Graceful delete with this grace period (seconds).
+    Terminate {
+        /// Grace period.
+        grace: i64,
+    },
+    /// The object is gone or the kubelet stops: SIGKILL the group now.
+    Kill,
+}
+
+/// How one container instance ended.
+enum Outcome {
+    /// Exited on its own.
+    Exited { success: bool },
+    /// Killed for a failed liveness/startup probe (or could not start).
+    Restart,
+    /// Stopped for the pod's deletion.
+    Deleted,
+    /// SIGKILLed because the object vanished or the kubelet stops.
+    Killed,
+}
+
+type StopFuture = Pin<Box<dyn Future<Output = Result<ExitInfo, ProcessError>> + Send>>;
+
+/// Runs the pod until it is deleted, killed or reaches a terminal phase.
+pub async fn run_pod(
+    shared: Arc<Shared>,
+    pod: Arc<Value>,
+    plan: PodPlan,
+    desired: watch::Receiver<Desired>,
+) {
+    let mut worker = Worker {
+        sh: shared,
+        plan,
+        pod,
+        desired,
+        view: PodView::new(),
+        backoff: BackOff::default(),
+        last_exit: None,
+        last_terminated: None,
+        instances: 0,
+    };
+    worker.main().await;
+}
+
+struct Worker {
+    sh: Arc<Shared>,
+    plan: PodPlan,
+    /// The latest object (the involved object of events).
+    pod: Arc<Value>,
+    desired: watch::Receiver<Desired>,
+    view: PodView,
+    backoff: BackOff,
+    last_exit: Option<ExitInfo>,
+    last_terminated: Option<Value>,
+    instances: u32,
+}
+
+impl Worker {
+    async fn main(&mut self) {
+        let c = self.plan.container.clone();
+        let log_path = self.sh.work_dir.join(format!(
+            "{}_{}_{}.log",
+            self.plan.namespace, self.plan.name, c.name
+        ));
+        let key = (self.plan.namespace.clone(), self.plan.name.clone());
+        lock(&self.sh.pods).insert(
+            key.clone(),
+            PodInfo {
+                log_path: log_path.clone(),
+                ip: None,
+            },
+        );
+        self.write();
+        let Some(command) = self.sh.images.resolve(&c.image).map(<[String]>::to_vec) else {
+            let message = format!(
+                "no local command for image {}: map it in [cluster.embedded.images]",
+                c.image
+            );
+            let event = format!("Failed to pull image \"{}\": {message}", c.image);
+            self.view.state = waiting("ErrImagePull", Some(message));
+            self.write();
+            self.event("Warning", "Failed", &event, true);
+            return self.until_end().await;
+        };
+        let ip = match self.sh.ips.allocate_free(self.plan.container.port()) {
+            Ok(ip) => IpAddr::V4(ip),
+            Err(e) => {
+                self.view.state = waiting("RunContainerError", Some(e.to_string()));
+                self.write();
+                self.event("Warning", "Failed", &format!("Error: {e}"), true);
+                return self.until_end().await;
+            }
+        };
+        if let Some(info) = lock(&self.sh.pods).get_mut(&key) {
+            info.ip = Some(ip);
+        }
+        loop {
+            let desired = *self.desired.borrow();
+            match desired {
+                Desired::Kill => return,
+                Desired::Terminate { .. } => return self.finish(true),
+                Desired::Run => {}
+            }
+            let started = Instant::now();
+            let outcome = match self.spawn(ip, &command, &log_path) {
+                Ok(process) => self.run_container(process).await,
+                Err(e) => {
+                    self.view.state = waiting("RunContainerError", Some(e.to_string()));
+                    self.write();
+                    self.event("Warning", "Failed", &format!("Error: {e}"), true);
+                    Outcome::Restart
+                }
+            };
+            match outcome {
+                Outcome::Killed => return,
+                Outcome::Deleted => return self.finish(true),
+                Outcome::Exited { success } if !self.plan.restart_policy.restarts(success) => {
+                    return self.finish(false);
+                }
+                Outcome::Exited { .. } | Outcome::Restart => {}
+            }
+            match self.back_off(started.elapsed()).await {
+                Some(Desired::Kill) => return,
+                Some(_) => return self.finish(true),
+                None => {}
+            }
+        }
+    }
+
+    /// Records an event about the pod (or its container).
+    fn event(&self, type_: &str, reason: &str, message: &str, container: bool) {
+        let field_path = format!("spec.containers{{{}}}", self.plan.container.name);
+        let fp = container.then_some(field_path.as_str());
+        record_event(
+            &self.sh.store,
+            &self.pod,
+            type_,
+            reason,
+            message,
+            "kubelet",
+            fp,
+        );
+    }
+
+    fn write(&mut self) {
+        if let Some(pod) = self.view.write(&self.sh.store, &self.plan) {
+            self.pod = pod;
+        }
+    }
+
+    /// Waits for a Terminate (then finishes) or Kill.
+    async fn until_end(&mut self) {
+        loop {
+            let desired = *self.desired.borrow_and_update();
+            match desired {
+                Desired::Kill => return,
+                Desired::Terminate { .. } => return self.finish(true),
+                Desired::Run => {}
+            }
+            if self.desired.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Terminal phase from the last exit, then (for a deleted pod) the
+    /// final delete with the uid precondition.
+    fn finish(&mut self, delete: bool) {
+        let success = self.last_exit.is_some_and(|e| e.success());
+        self.view.phase = if success { "Succeeded" } else { "Failed" };
+        self.view.ready = false;
+        self.write();
+        if delete && let Some(pods) = pods() {
+            let plan = &self.plan;
+            let _ = self
+                .sh
+                .store
+                .delete(pods, &plan.namespace, &plan.name, Some(&plan.uid));
+        }
+    }
+
+    fn spawn(
+        &self,
+        ip: IpAddr,
+        command: &[String],
+        log: &std::path::Path,
+    ) -> Result<Arc<PodProcess>, ProcessError> {
+        let c = &self.plan.container;
+        let (program, base_args) = command.split_first().ok_or_else(|| ProcessError::Spawn {
+            program: String::new(),
+            what: format!("{}/{}", self.plan.name, c.name),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"),
+        })?;
+        let mut spec = PodSpec::new(
+            &self.plan.name,
+            &c.name,
+            ip,
+            program,
+            &self.sh.work_dir,
+            log,
+        );
+        let services = if self.plan.enable_service_links {
+            service_env(&self.services())
+        } else {
+            Vec::new()
+        };
+        let env = c.env_with_services(&self.plan, ip, services);
+        // The manifest's args get Kubernetes' $(VAR) expansion; the
+        // image's own command words are not the manifest's, so stay as is.
+        spec.args = base_args
+            .iter()
+            .cloned()
+            .chain(c.args.iter().map(|a| expand(a, &env)))
+            .collect();
+        spec.env = env;
+        PodProcess::spawn(spec).map(Arc::new)
+    }
+
+    /// The Services of the pod's namespace now, by name (what a container
+    /// started now gets as environment variables).
+    fn services(&self) -> Vec<Arc<Value>> {
+        let Some(kind) = crate::resources::ResourceKind::find("", "v1", "services") else {
+            return Vec::new();
+        };
+        let (mut items, _) = self.sh.store.list(kind, Some(&self.plan.namespace));
+        items.sort_by(|a, b| {
+            a["metadata"]["name"]
+                .as_str()
+                .cmp(&b["metadata"]["name"].as_str())
+        });
+        items
+    }
+
+    /// CrashLoopBackOff before a restart: 0 the first time, then 10 s
+    /// doubling to 5 min, reset after 10 min of running. Returns the
+    /// Terminate/Kill that cut it short.
+    async fn back_off(&mut self, ran_for: Duration) -> Option<Desired> {
+        let delay = self.backoff.next(ran_for);
+        if delay.is_zero() {
+            return None;
+        }
+        let (name, pod) = (&self.plan.container.name, &self.plan.name);
+        let message = format!(
+            "back-off {}s restarting failed container={name} pod={pod}_{}({})",
+            delay.as_secs(),
+            self.plan.namespace,
+            self.plan.uid
+        );
+        let event = format!("Back-off restarting failed container {name} in pod {pod}");
+        self.view.state = waiting("CrashLoopBackOff", Some(message));
+        self.write();
+        self.event("Warning", "BackOff", &event, true);
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = &mut sleep => return None,
+                changed = self.desired.changed() => {
+                    let d = if changed.is_err() { Desired::Kill } else { *self.desired.borrow_and_update() };
+                    if d != Desired::Run {
+                        return Some(d);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs one container instance until it exits or is stopped.
+    async fn run_container(&mut self, process: Arc<PodProcess>) -> Outcome {
+        let c = self.plan.container.clone();
+        lock(&self.sh.live).insert(self.plan.uid.clone(), process.clone());
+        if self.instances > 0 {
+            self.view.restart_count += 1;
+        }
+        self.instances += 1;
+        let started_at = now_rfc3339();
+        let container_id = format!("rolltest://{}", process.pid());
+        let mut probes = Probes::new(&c, process.started_at());
+        let pod_ip = process.spec().pod_ip;
+        self.view.phase = "Running";
+        self.view.pod_ip = Some(pod_ip);
+        self.view
+            .start_time
+            .get_or_insert_with(|| started_at.clone());
+        self.view.state = running(&started_at);
+        self.view.last_state = self
+            .last_terminated
+            .clone()
+            .unwrap_or_else(|| serde_json::json!({}));
+        self.view.container_id = Some(container_id.clone());
+        self.view.started = probes.started();
+        self.view.ready = probes.ready();
+        self.event(
+            "Normal",
+            "Pulled",
+            &format!("Container image \"{}\" already present on machine", c.image),
+            true,
+        );
+        self.event(
+            "Normal",
+            "Created",
+            &format!("Created container: {}", c.name),
+            true,
+        );
+        self.write();
+        self.event(
+            "Normal",
+            "Started",
+            &format!("Started container {}", c.name),
+            true,
+        );
+
+        let ctx = process.exec_context();
+        let (events_tx, mut events_rx) = mpsc::unbounded_channel::<ProcessEvent>();
+        let mut wait: StopFuture = {
+            let p = process.clone();
+            Box::pin(async move { p.wait().await })
+        };
+        let mut stop: Option<StopFuture> = None;
+        let mut why: Option<StopWhy> = None;
+        let mut deleting = false;
+        let mut tasks: JoinSet<(ProbeKind, bool, String)> = JoinSet::new();
+        let start_stop = |grace: i64| -> StopFuture {
+            let (p, tx, hook) = (process.clone(), events_tx.clone(), c.pre_stop.clone());
+            Box::pin(async move { terminate(&p, grace, hook.as_ref(), &tx).await })
+        };
+        let mut first = true;
+        let result = loop {
+            // The desired state as of now (first pass) or after a change.
+            let desired = if first {
+                first = false;
+                Some(*self.desired.borrow_and_update())
+            } else {
+                None
+            };
+            let changed = match desired {
+                Some(d) => Some(d),
+                None => {
+                    let due = probes.next_due();
+                    tokio::select! {
+                        r = &mut wait, if stop.is_none() => break r,
+                        r = maybe(stop.as_mut().map(|s| s.as_mut())) => break r,
+                        Some(ev) = events_rx.recv() => {
+                            self.process_event(&ev, why, process.pid());
+                            None
+                        }
+                        changed = self.desired.changed() => Some(if changed.is_err() {
+                            Desired::Kill
+                        } else {
+                            *self.desired.borrow_and_update()
+                        }),
+                        _ = sleep_until(due) => {
+                            for (kind, spec) in probes.take_due(Instant::now()) {
+                                let ctx = ctx.clone();
+                                tasks.spawn(async move {
+                                    let r = run_probe(&spec, pod_ip, &ctx).await;
+                                    (kind, r.success, r.message)
+                                });
+                            }
+                            None
+                        }
+                        Some(Ok((kind, success, message))) = tasks.join_next() => {
+                            if let Some((w, grace)) = self.on_probe(&mut probes, kind, success, &message, why.is_some()) {
+                                why = Some(w);
+                                stop = Some(start_stop(grace));
+                            }
+                            None
+                        }
+                    }
+                }
+            };
+            match changed {
+                Some(Desired::Kill) => {
+                    tasks.abort_all();
+                    let _ = process.kill_group();
+                    let _ = tokio::time::timeout(KILL_WAIT, process.wait()).await;
+                    lock(&self.sh.live).remove(&self.plan.uid);
+                    return Outcome::Killed;
+                }
+                Some(Desired::Terminate { grace }) if !deleting => {
+                    deleting = true;
+                    probes.stop_restarting_probes();
+                    if stop.is_none() {
+                        why = Some(StopWhy::Delete);
+                        stop = Some(start_stop(grace));
+                    }
+                }
+                _ => {}
+            }
+        };
+        tasks.abort_all();
+        lock(&self.sh.live).remove(&self.plan.uid);
+        while let Ok(ev) = events_rx.try_recv() {
+            self.process_event(&ev, why, process.pid());
+        }
+        let exit = result.unwrap_or_else(|e| {
+            self.event(
+                "Warning",
+                "Failed",
+                &format!("Error stopping container: {e}"),
+                true,
+            );
+            let _ = process.kill_group();
+            ExitInfo {
+                code: None,
+                signal: None,
+                at: Instant::now(),
+            }
+        });
+        if why.is_none() {
+            self.event(
+                "Normal",
+                "ContainerExited",
+                &exit_message(&c.name, &exit),
+                true,
+            );
+        }
+        self.last_exit = Some(exit);
+        let state = terminated(&exit, &started_at, Some(&container_id));
+        self.last_terminated = Some(state.clone());
+        self.view.state = state;
+        self.view.ready = false;
+        self.write();
+        match why {
+            _ if deleting => Outcome::Deleted,
+            Some(_) => Outcome::Restart,
+            None => Outcome::Exited {
+                success: exit.success(),
+            },
+        }
+    }
+
+    /// Records a step of the termination sequence as an Event.
+    fn process_event(&self, ev: &ProcessEvent, why: Option<StopWhy>, pid: i32) {
+        let (type_, reason, message) = describe(&ev.kind, why, &self.plan.container.name, pid);
+        self.event(type_, reason, &message, true);
+    }
+
+    /// Handles one finished probe; returns a stop to start if it calls for a kill.
+    fn on_probe(
+        &mut self,
+        probes: &mut Probes,
+        kind: ProbeKind,
+        success: bool,
+        message: &str,
+        stopping: bool,
+    ) -> Option<(StopWhy, i64)> {
+        if stopping && kind != ProbeKind::Readiness {
+            probes.finished(kind, success, Instant::now());
+            return None;
+        }
+        if !success {
+            let text = format!("{} probe failed: {message}", kind_name(kind));
+            self.event("Warning", "Unhealthy", &text, true);
+        }
+        let flip = probes.finished(kind, success, Instant::now());
+        let c = &self.plan.container;
+        match (kind, flip) {
+            (ProbeKind::Liveness | ProbeKind::Startup, Some(ProbeStatus::Failure)) => {
+                probes.stop_restarting_probes();
+                let spec = if kind == ProbeKind::Liveness {
+                    &c.liveness
+                } else {
+                    &c.startup
+                };
+                let grace = spec
+                    .as_ref()
+                    .and_then(|s| s.termination_grace)
+                    .unwrap_or(self.plan.grace_seconds);
+                Some((StopWhy::Probe(kind), grace))
+            }
+            (_, Some(_)) => {
+                self.view.started = probes.started();
+                self.view.ready = probes.ready();
+                self.write();
+                None
+            }
+            (_, None) => None,
+        }
+    }
+}
+
+/// Awaits `f` if there is one, else never completes.
+async fn maybe<F: Future + Unpin>(f: Option<F>) -> F::Output {
+    match f {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps until `at`, or forever for `None`.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
