@@ -123,6 +123,10 @@ pub struct LoadRun {
     thread: thread::JoinHandle<client::Finished>,
     clock: RunClock,
     started_us: u64,
+    /// The end of the schedule's window (origin + duration): a run that was
+    /// not stopped lasts at least this long, even when its last request (due
+    /// one interval before the end) answered quickly.
+    window_end: Instant,
 }
 
 pub use client::probe;
@@ -167,6 +171,7 @@ pub fn start(
         clock,
         origin,
     };
+    let window_end = origin + spec.duration;
     let thread = thread::Builder::new()
         .name("rolltest-load".into())
         .spawn(move || client::run(params, records, &stop, live))
@@ -175,6 +180,7 @@ pub fn start(
         thread,
         clock,
         started_us: clock.micros(origin),
+        window_end,
     })
 }
 
@@ -187,6 +193,10 @@ impl LoadRun {
             .map_err(|_| LoadError::Panicked("load"))?;
         if let Some(e) = finished.error {
             return Err(LoadError::Start(e));
+        }
+        if !finished.interrupted {
+            let left = self.window_end.saturating_duration_since(Instant::now());
+            thread::sleep(left);
         }
         Ok(LoadOutcome {
             started_us: self.started_us,
