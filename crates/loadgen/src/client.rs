@@ -141,6 +141,9 @@ pub struct Finished {
     pub conns: Vec<ConnRecord>,
     /// Scheduling was stopped early.
     pub interrupted: bool,
+    /// The schedule ran to its end: neither interrupted nor finished early
+    /// (a rollout ends its load with [`Stop::finish`] once it has seen enough).
+    pub completed: bool,
     /// The generator could not start (runtime or timer).
     pub error: Option<std::io::Error>,
 }
@@ -157,6 +160,7 @@ pub fn run(
         scheduled: 0,
         conns: Vec::new(),
         interrupted: false,
+        completed: false,
         error: Some(error),
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -293,6 +297,7 @@ async fn dispatch(
         scheduled: seq,
         conns: Vec::new(),
         interrupted,
+        completed: seq >= total,
         error: None,
     }
 }

@@ -123,9 +123,9 @@ pub struct LoadRun {
     thread: thread::JoinHandle<client::Finished>,
     clock: RunClock,
     started_us: u64,
-    /// The end of the schedule's window (origin + duration): a run that was
-    /// not stopped lasts at least this long, even when its last request (due
-    /// one interval before the end) answered quickly.
+    /// The end of the schedule's window (origin + duration): a schedule that
+    /// ran to its end lasts at least this long, even when its last request
+    /// (due one interval before the end) answered quickly.
     window_end: Instant,
 }
 
@@ -194,7 +194,7 @@ impl LoadRun {
         if let Some(e) = finished.error {
             return Err(LoadError::Start(e));
         }
-        if !finished.interrupted {
+        if finished.completed {
             let left = self.window_end.saturating_duration_since(Instant::now());
             thread::sleep(left);
         }
