@@ -81,12 +81,7 @@ impl Scenario {
             .as_ref()
             .map_or_else(|| "(flags)".into(), |p| p.display().to_string());
         let has_url = self.target.service.is_none();
-        let path = self
-            .target
-            .url
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
+        let path = self.target.path_and_query().to_string();
         let Some(cluster) = self.cluster.as_mut() else {
             return Err(ScenarioError::Flag {
                 flag: flags.names(),

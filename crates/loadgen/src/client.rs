@@ -50,10 +50,9 @@ pub struct RequestTemplate {
 impl RequestTemplate {
     pub fn new(target: &Target, keepalive: bool) -> Self {
         let path = target
-            .url
             .path_and_query()
-            .map_or_else(|| "/".to_string(), |pq| pq.as_str().to_string());
-        let path = path.parse().unwrap_or_else(|_| http::Uri::from_static("/"));
+            .parse()
+            .unwrap_or_else(|_| http::Uri::from_static("/"));
         let mut headers = http::HeaderMap::new();
         let authority = target.url.authority().map_or("", |a| a.as_str());
         if let Ok(host) = HeaderValue::from_str(authority) {

@@ -74,13 +74,14 @@ impl LoadSpec {
 }
 
 impl Target {
+    /// What every request asks for: the url's path and query (`/` if none).
+    pub fn path_and_query(&self) -> &str {
+        self.url.path_and_query().map_or("/", |p| p.as_str())
+    }
+
     /// Points a `service` target at the Service's address.
     pub fn resolve_service(&mut self, addr: std::net::SocketAddr) {
-        let path = self
-            .url
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
+        let path = self.path_and_query().to_string();
         if let Ok(url) = format!("http://{addr}{path}").parse() {
             self.url = url;
             self.service = None;
