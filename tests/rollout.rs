@@ -150,20 +150,30 @@ fn naive_rollout_fails_with_lag_and_killed_in_flight() {
     ] {
         assert!(events.iter().any(|e| e["event"] == kind), "no {kind}");
     }
-    let report = std::fs::read_to_string(out.join("report.html")).expect("report");
-    let before = std::fs::read_to_string(out.join("summary.json")).expect("summary");
-    let rebuilt = Command::new(common::bin())
-        .arg("report")
-        .arg(&out)
-        .output()
-        .expect("report");
-    assert_eq!(rebuilt.status.code(), Some(1));
+    assert_report_rebuilds(&out, || {
+        let rebuilt = Command::new(common::bin())
+            .arg("report")
+            .arg(&out)
+            .output()
+            .expect("report");
+        assert_eq!(rebuilt.status.code(), Some(1));
+    });
+}
+
+/// `rebuild` (a `rolltest report` of the run directory `out`) writes
+/// summary.json and report.html again, byte for byte as the run wrote them.
+fn assert_report_rebuilds(out: &Path, rebuild: impl FnOnce()) {
+    let report = std::fs::read(out.join("report.html")).expect("report");
+    let before = std::fs::read(out.join("summary.json")).expect("summary");
+    std::fs::remove_file(out.join("report.html")).expect("rm");
+    std::fs::remove_file(out.join("summary.json")).expect("rm");
+    rebuild();
     assert_eq!(
-        std::fs::read_to_string(out.join("summary.json")).expect("summary"),
+        std::fs::read(out.join("summary.json")).expect("summary"),
         before
     );
     assert_eq!(
-        std::fs::read_to_string(out.join("report.html")).expect("report"),
+        std::fs::read(out.join("report.html")).expect("report"),
         report
     );
 }
@@ -640,20 +650,10 @@ fn kubectl_flags_choose_the_cluster_context_and_namespace() {
             "{header}"
         );
         // `rolltest report` rebuilds the same summary and report from it.
-        let report = std::fs::read(out.join("report.html")).expect("report");
-        let before = std::fs::read(out.join("summary.json")).expect("summary");
-        std::fs::remove_file(out.join("report.html")).expect("rm");
-        std::fs::remove_file(out.join("summary.json")).expect("rm");
-        let (code, text) = rolltest_in(dir.path(), &no_kubeconfig, &["report", &out_arg]);
-        assert_eq!(code, 0, "{text}");
-        assert_eq!(
-            std::fs::read(out.join("summary.json")).expect("summary"),
-            before
-        );
-        assert_eq!(
-            std::fs::read(out.join("report.html")).expect("report"),
-            report
-        );
+        assert_report_rebuilds(&out, || {
+            let (code, text) = rolltest_in(dir.path(), &no_kubeconfig, &["report", &out_arg]);
+            assert_eq!(code, 0, "{text}");
+        });
     }
     let default = cluster.kubectl(&["get", "deployments", "-n", "default", "-o", "name"]);
     assert!(default.trim().is_empty(), "{default}");

@@ -10,18 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{DemoApp, Misbehave, bin, closed_port, misbehaving_server};
-
-fn rolltest(args: &[&str]) -> Output {
-    Command::new(bin())
-        .args(args)
-        .output()
-        .expect("run rolltest")
-}
-
-fn code(out: &Output) -> i32 {
-    out.status.code().expect("exit code")
-}
+use common::{DemoApp, Misbehave, bin, closed_port, code, misbehaving_server, rolltest};
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()

@@ -3,35 +3,12 @@
 
 use crate::common;
 
-use std::{
-    fs,
-    path::Path,
-    process::{Command, Output},
-};
+use std::{fs, path::Path};
 
-use common::{DemoApp, Misbehave, bin, closed_port, misbehaving_server};
+use common::{DemoApp, Misbehave, closed_port, code, misbehaving_server, rolltest, text};
 use rolltest::junit;
 use rolltest_core::summary::{RunFacts, Summary};
 use serde_json::json;
-
-fn rolltest(args: &[&str]) -> Output {
-    Command::new(bin())
-        .args(args)
-        .output()
-        .expect("run rolltest")
-}
-
-fn code(out: &Output) -> i32 {
-    out.status.code().expect("exit code")
-}
-
-fn output(out: &Output) -> String {
-    format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// One test case as read back.
 #[derive(Debug)]
@@ -170,7 +147,7 @@ fn load_with_junit(url: &str, extra: &[&str]) -> (i32, Suite, serde_json::Value,
     ];
     args.extend_from_slice(extra);
     let out = rolltest(&args);
-    let text = output(&out);
+    let text = text(&out);
     let xml = fs::read_to_string(&junit).unwrap_or_else(|e| panic!("{e}: {text}"));
     let summary: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
@@ -310,8 +287,8 @@ fn a_junit_path_that_is_a_directory_is_bad_input_before_the_run() {
         "--junit",
         dir.path().to_str().unwrap(),
     ]);
-    assert_eq!(code(&out), 2, "{}", output(&out));
-    assert!(output(&out).contains("--junit"), "{}", output(&out));
+    assert_eq!(code(&out), 2, "{}", text(&out));
+    assert!(text(&out).contains("--junit"), "{}", text(&out));
     assert!(!dir.path().join("run").exists(), "no run was started");
 }
 

@@ -15,7 +15,7 @@ use std::{
 };
 
 use clap::Parser as _;
-use common::bin;
+use common::{bin, text};
 use serde_json::Value;
 
 fn repo() -> PathBuf {
@@ -28,14 +28,6 @@ fn rolltest(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("run rolltest")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn yaml(path: &Path) -> Value {

@@ -6,7 +6,7 @@ use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
     os::fd::AsRawFd,
-    process::{Child, Command, Stdio},
+    process::{Child, Command, Output, Stdio},
     sync::{Arc, mpsc},
     thread,
     time::{Duration, Instant},
@@ -17,6 +17,28 @@ use rolltest_loadgen::{self as loadgen, LiveCounters, LoadSpec, Target};
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_rolltest")
+}
+
+/// Runs `rolltest ARGS` in the current directory.
+pub fn rolltest(args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .output()
+        .expect("run rolltest")
+}
+
+/// The exit code of a finished `rolltest`.
+pub fn code(out: &Output) -> i32 {
+    out.status.code().expect("exit code")
+}
+
+/// Standard output, then standard error.
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 /// `rolltest serve` on a free loopback port; killed on drop.
