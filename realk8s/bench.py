@@ -117,7 +117,7 @@ def stats(name, xs):
 
 
 def iptables_targets():
-    """{pod IP: True} for the endpoints the Service's KUBE-SVC chain jumps to."""
+    """The pod IPs the Service's KUBE-SVC chain sends traffic to."""
     out = subprocess.run(["iptables-save", "-t", "nat"], capture_output=True, text=True).stdout
     sep_ip = {}
     svc_targets = set()
@@ -141,8 +141,9 @@ def main():
     kc = a.kubeconfig
 
     lock = threading.Lock()
-    seen, ready_at, deleting_at, pod_ip = {}, {}, {}, {}
+    seen, ready_at, deleting_at = {}, {}, {}  # pod name -> first time seen / Ready / deleting
     slice_gone = {}  # ip -> time its endpoint was first not ready/absent in the slice
+    slice_ready = {}  # EndpointSlice name -> the addresses it shows ready
 
     def on_pod(t, typ, pod):
         name = pod.get("metadata", {}).get("name")
@@ -152,11 +153,6 @@ def main():
                 ready_at[name] = t
             if pod["metadata"].get("deletionTimestamp") and name not in deleting_at:
                 deleting_at[name] = t
-            ip = pod.get("status", {}).get("podIP")
-            if ip:
-                pod_ip[name] = ip
-
-    slice_ready = {}
 
     def on_slice(t, typ, es):
         with lock:
@@ -202,7 +198,8 @@ def main():
         while time.monotonic() < deadline and victim is None:
             pods = json.loads(kubectl(kc, "-n", NS, "get", "pods", "-o", "json"))["items"]
             ready = [p for p in pods if is_ready(p) and not p["metadata"].get("deletionTimestamp")]
-            if len(ready) >= keep and all(p["status"].get("podIP") in iptables_targets() for p in ready):
+            targets = iptables_targets() if len(ready) >= keep else set()
+            if len(ready) >= keep and all(p["status"].get("podIP") in targets for p in ready):
                 victim = ready[0]
             else:
                 time.sleep(0.3)

@@ -125,11 +125,9 @@ build_pause_image() {
         return 0
     fi
     command -v go >/dev/null || usage_error "Go is not installed, and the pause image is not built yet (cache: $CACHE). Install Go 1.26 or later."
-    src="$(cd "$REALK8S_SRC/build/kubernetes" && go list -m -f '{{.Dir}}' k8s.io/kubernetes 2>/dev/null)/build/pause/linux/pause.c"
-    if [[ ! -f $src ]]; then
-        (cd "$REALK8S_SRC/build/kubernetes" && go mod download k8s.io/kubernetes) >/dev/null 2>&1 || true
-        src="$(cd "$REALK8S_SRC/build/kubernetes" && go list -m -f '{{.Dir}}' k8s.io/kubernetes)/build/pause/linux/pause.c"
-    fi
+    # The module's directory in the Go module cache (downloaded if it is not there).
+    src="$(cd "$REALK8S_SRC/build/kubernetes" && go mod download -json k8s.io/kubernetes |
+        sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')/build/pause/linux/pause.c"
     [[ -f $src ]] || die "pause.c not found in the k8s.io/kubernetes module ($src)"
     mkdir -p "$CACHE/images"
     dir="$(mktemp -d)"

@@ -15,8 +15,7 @@ start_etcd() {
         --initial-cluster "realk8s=http://127.0.0.1:$ETCD_PEER_PORT" \
         --unsafe-no-fsync \
         --log-level warn
-    wait_for 30 etcd curl -fsS "http://127.0.0.1:$ETCD_CLIENT_PORT/health" ||
-        fail_component etcd "etcd did not become healthy within 30 s"
+    wait_for etcd 30 healthy curl -fsS "http://127.0.0.1:$ETCD_CLIENT_PORT/health"
 }
 
 api_get() { # path
@@ -45,8 +44,7 @@ start_apiserver() {
         --kubelet-preferred-address-types InternalIP \
         --profiling=false \
         --v=1
-    wait_for 120 kube-apiserver api_get /readyz ||
-        fail_component kube-apiserver "kube-apiserver was not ready within 120 s"
+    wait_for kube-apiserver 120 ready api_get /readyz
 }
 
 start_controller_manager() {

@@ -106,20 +106,24 @@ start_component() {
     disown "$!"
 }
 
-# Wait until CMD succeeds, at most SECONDS; fails early when the component
-# NAME (if given) has died.
-wait_for() { # SECONDS NAME|- CMD...
-    local deadline=$(($(date +%s) + $1)) name="$2"
-    shift 2
+# A component failed: say why and end the run; `up`'s exit handler shows the
+# component's last log lines and tears down.
+FAILED_COMPONENT=""
+fail_component() { # NAME message
+    FAILED_COMPONENT="$1"
+    say "$2"
+    exit 1
+}
+
+# Wait until CMD succeeds; the run ends (fail_component) if the component
+# NAME dies first or SECONDS pass.
+wait_for() { # NAME SECONDS WHAT CMD...   (WHAT: "healthy", "ready", ...)
+    local name="$1" seconds="$2" what="$3"
+    local deadline=$(($(date +%s) + seconds))
+    shift 3
     while ! "$@" >/dev/null 2>&1; do
-        if [[ $name != - ]] && ! recorded_pid "$name" >/dev/null; then
-            FAILED_COMPONENT="$name"
-            return 1
-        fi
-        if (($(date +%s) >= deadline)); then
-            FAILED_COMPONENT="$name"
-            return 1
-        fi
+        recorded_pid "$name" >/dev/null || fail_component "$name" "$name exited before it was $what"
+        (($(date +%s) < deadline)) || fail_component "$name" "$name was not $what within $seconds s"
         sleep 0.2
     done
 }

@@ -15,14 +15,16 @@
 BEFORE="$STATE/before"
 IPT_TABLES=(filter nat mangle raw security)
 
+chains_of() { # family table -> the table's chain names
+    "$1-save" -t "$2" 2>/dev/null | awk '/^:/ { sub(/^:/, "", $1); print $1 }'
+}
+
 snapshot_host() {
     mkdir -p "$BEFORE"
     sysctl -a 2>/dev/null | sed 's/\t/ /g' >"$BEFORE/sysctl"
     local fam t
     for fam in iptables ip6tables; do
-        for t in "${IPT_TABLES[@]}"; do
-            "$fam-save" -t "$t" 2>/dev/null | awk '/^:/ { sub(/^:/, "", $1); print $1 }'
-        done | sort -u >"$BEFORE/$fam-chains"
+        for t in "${IPT_TABLES[@]}"; do chains_of "$fam" "$t"; done | sort -u >"$BEFORE/$fam-chains"
     done
     nft list tables 2>/dev/null | sort >"$BEFORE/nft-tables" || true
 }
@@ -95,8 +97,7 @@ setup_node_netns() { # k holder
 # Chains of ours: KUBE-* and CNI-* that did not exist before the run, and RK8S-*.
 our_chains() { # family table
     local before="$BEFORE/$1-chains"
-    "$1-save" -t "$2" 2>/dev/null | awk '/^:/ { sub(/^:/, "", $1); print $1 }' |
-        grep -E '^(KUBE-|CNI-|RK8S-)' |
+    chains_of "$1" "$2" | grep -E '^(KUBE-|CNI-|RK8S-)' |
         { if [[ -f $before ]]; then grep -vxFf "$before"; else grep -E '^RK8S-'; fi; } || true
 }
 

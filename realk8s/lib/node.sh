@@ -30,7 +30,7 @@ start_node_holder() { # k
         exec 3<&-
         touch "$1/holder-ready"
         exec sleep infinity' holder "$dir" "$STATE"
-    wait_for 10 "node$k-holder" test -f "$dir/holder-ready" || die "node $k's namespace holder did not start"
+    wait_for "node$k-holder" 10 "set up" test -f "$dir/holder-ready"
     local holder
     holder="$(recorded_pid "node$k-holder")"
     readlink "/proc/$holder/ns/mnt" >"$dir/mnt-ns"
@@ -96,7 +96,8 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.internal.v1.opt",
 EOF
 
     # Node k's pods: a bridge, addresses from 10.244.k.0/24, no masquerade (pods
-    # have nowhere to go outside the cluster), no hostPort plugin.
+    # have nowhere to go outside the cluster), no hostPort plugin. (containerd
+    # runs the loopback plugin for each pod itself, from bin_dirs.)
     cat >"$dir/cni/net.d/10-realk8s.conflist" <<EOF
 {
   "cniVersion": "1.0.0",
@@ -114,13 +115,10 @@ EOF
         "routes": [{ "dst": "0.0.0.0/0" }],
         "dataDir": "$dir/cni/ipam"
       }
-    },
-    { "type": "loopback" }
+    }
   ]
 }
 EOF
-    # The loopback plugin is called by containerd itself; keep the list to the bridge.
-    sed -i '/"type": "loopback"/d; s/^    },$/    }/' "$dir/cni/net.d/10-realk8s.conflist"
 
     # The kubelet: kind's settings (failSwapOn false, image GC and disk
     # eviction off) and local-up-cluster's (webhook authn/authz, no read-only
@@ -210,8 +208,7 @@ start_containerd() { # k
     dir="$(node_dir "$k")"
     node_nsenter "$k"
     start_component "node$k-containerd" "${NSENTER[@]}" "$CONTAINERD_BIN/containerd" --config "$dir/containerd/config.toml"
-    wait_for 60 "node$k-containerd" "$CONTAINERD_BIN/ctr" --address "$dir/containerd.sock" version ||
-        fail_component "node$k-containerd" "containerd of node $k did not answer within 60 s"
+    wait_for "node$k-containerd" 60 answering "$CONTAINERD_BIN/ctr" --address "$dir/containerd.sock" version
 }
 
 import_image() { # k tarball

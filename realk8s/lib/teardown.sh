@@ -7,8 +7,12 @@
 # Every process of the run: the recorded components; whatever lives in a
 # node's mount namespace (containerd, shims, kubelet, kube-proxy, the holder);
 # whatever is in the run's cgroups (the containers); and any process running a
-# binary from realk8s's cache.
+# binary from realk8s's cache. One PID a line, sorted, each once.
 run_processes() {
+    run_process_candidates | sort -un
+}
+
+run_process_candidates() {
     local nss=() f p ns exe
     for f in "$STATE"/nodes/*/mnt-ns; do [[ -f $f ]] && nss+=("$(cat "$f")"); done
     for p in /proc/[0-9]*; do
@@ -21,7 +25,6 @@ run_processes() {
         exe="$(readlink "/proc/$p/exe" 2>/dev/null)" || continue
         [[ $exe == "$CACHE"/* ]] && echo "$p"
     done
-    cat /sys/fs/cgroup/*/"$CGROUP_PARENT"/cgroup.procs 2>/dev/null
     find /sys/fs/cgroup/*/"$CGROUP_PARENT" -name cgroup.procs -exec cat {} + 2>/dev/null
     local name
     for f in "$PIDS"/*; do
@@ -45,13 +48,13 @@ stop_component() { # NAME [grace seconds]
 kill_all_run_processes() {
     local round pids
     for round in 1 2 3 4 5 6 7 8 9 10; do
-        pids="$(run_processes | sort -un | grep -vx "$$" || true)"
+        pids="$(run_processes | grep -vx "$$" || true)"
         [[ -z $pids ]] && return 0
         # shellcheck disable=SC2086
         kill -KILL $pids 2>/dev/null || true
         sleep 0.3
     done
-    pids="$(run_processes | sort -un || true)"
+    pids="$(run_processes || true)"
     [[ -z $pids ]]
 }
 
@@ -75,7 +78,7 @@ unmount_state() {
 # What is left of the run, one line each; nothing means clean.
 leftovers() {
     local pids l r fam t c
-    pids="$(run_processes | sort -un | tr '\n' ' ')"
+    pids="$(run_processes | tr '\n' ' ')"
     [[ -n ${pids// /} ]] && echo "processes: $pids"
     awk -v s="$STATE/" 'index($5, s) == 1 { print "mount: " $5 }' /proc/self/mountinfo
     for l in $(ip -o link show 2>/dev/null | awk -F': ' '{ print $2 }' | sed 's/@.*//' | grep -E '^rk8s' || true); do
@@ -101,16 +104,14 @@ teardown() {
     t0=$(now_ms)
     [[ -d $STATE ]] || return 0
     say "tearing down"
-    local k
+    local f
     # The kubelets first, so that none restarts a container being killed.
     for f in "$PIDS"/node*-kubelet "$PIDS"/node*-kube-proxy; do
         [[ -f $f ]] && stop_component "$(basename "$f")" 3
     done
-    for f in kube-scheduler kube-controller-manager; do stop_component "$f" 3; done
-    kill_all_run_processes || say "some processes would not die: $(run_processes | sort -un | tr '\n' ' ')"
-    stop_component kube-apiserver 5
-    stop_component etcd 5
-    kill_all_run_processes || true
+    # Then everything else at once: containers, shims, containerd, the
+    # holders and the control plane (etcd's data goes with the run).
+    kill_all_run_processes || say "some processes would not die: $(run_processes | tr '\n' ' ')"
     remove_cgroups
     unmount_state
     cleanup_links
@@ -120,7 +121,7 @@ teardown() {
     restore_sysctls
     # The data (etcd, images, containers); the logs stay. Kept while a process
     # of the run survives, so that another `down` can still find it.
-    if [[ -z "$(run_processes | sort -un)" ]]; then
+    if [[ -z "$(run_processes)" ]]; then
         rm -rf "$STATE/etcd" "$STATE/nodes" "$STATE/pki" "$PIDS" "$STATE"/*.kubeconfig "$STATE/up.pid"
     fi
     left="$(leftovers)"
