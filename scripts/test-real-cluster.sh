@@ -174,6 +174,14 @@ out="$("$REALK8S" image rolltest-demo:latest /bin/true 2>&1)"
 rc=$?
 [[ $rc == 2 && $out == *"other than 'latest'"* ]] && pass "image with tag latest: exit 2" || fail "image :latest" "rc=$rc: $out"
 
+log "a start that fails (kube-apiserver refuses --secure-port 70000)"
+out="$(REALK8S_API_PORT=70000 "$REALK8S" up --kubeconfig "$WORK/bad" --nodes 1 2>&1)"
+rc=$?
+[[ $rc == 1 && $out == *"kube-apiserver exited before it was ready"* && $out == *"last lines of"*"kube-apiserver.log"* ]] &&
+    pass "a failed start: exit 1, names kube-apiserver, shows its last log lines" || fail "a failed start" "rc=$rc: $out"
+[[ $out == *"teardown complete"* ]] && pass "a failed start tears down" || fail "a failed start tears down" "$out"
+assert_clean "after a failed start"
+
 # ---- a cluster -----------------------------------------------------------------
 log "realk8s up (3 nodes, like kind-config.yaml)"
 t=$(date +%s)
@@ -181,6 +189,13 @@ start_up --nodes 3
 if wait_ready 600; then
     pass "up: ready in $(elapsed "$t")"
     grep '^realk8s: ' "$UP_LOG" | sed 's/^/    /'
+    # One line per phase, each with its time.
+    missing=""
+    for p in "build kubernetes" "network (blackholes first)" certificates etcd kube-apiserver \
+        "controller-manager, scheduler" "node 1: containerd" "node 3: kubelet, kube-proxy" "nodes Ready"; do
+        grep -F "realk8s: $p " "$UP_LOG" | grep -qE ' [0-9]+\.[0-9]s( |$)' || missing+=" [$p]"
+    done
+    [[ -z $missing ]] && pass "up prints each phase with its time" || fail "phase lines" "missing:$missing"
 else
     fail "up: ready"
     echo "$FAILED failed; giving up"
@@ -190,6 +205,23 @@ fi
 out="$("$REALK8S" up --kubeconfig "$WORK/other" 2>&1)"
 rc=$?
 [[ $rc == 2 && $out == *"another realk8s is running"* ]] && pass "a second up: exit 2, another realk8s is running" || fail "a second up" "rc=$rc: $out"
+
+log "what the cluster is"
+routes="$(ip -4 route show type blackhole)"
+[[ $routes == *10.244.0.0/16* && $routes == *10.96.0.0/16* && $routes == *172.18.0.0/16* ]] &&
+    pass "blackhole routes for the pod, Service and node ranges" || fail "blackhole routes" "$routes"
+iptables -t mangle -C FORWARD -j RK8S-FENCE 2>/dev/null && pass "the fence drops forwarded traffic leaving the cluster's ranges" || fail "fence"
+proxy_conf="$(curl -sS -m 5 http://127.0.0.1:10249/configz | python3 -c 'import json, sys
+c = json.load(sys.stdin)["kubeproxy.config.k8s.io"]
+print(c["mode"], c["iptables"]["minSyncPeriod"], c["conntrack"]["maxPerCore"])' 2>&1)"
+[[ $proxy_conf == "iptables 1s 0" ]] &&
+    pass "kube-proxy: iptables mode, minSyncPeriod 1s, no conntrack sysctls (its /configz)" || fail "kube-proxy config" "$proxy_conf"
+iptables-save -t nat | grep -q -- '-A OUTPUT .*KUBE-SERVICES' && pass "kube-proxy's rules catch host traffic (nat OUTPUT -> KUBE-SERVICES)" || fail "KUBE-SERVICES in nat OUTPUT"
+for n in rolltest-control-plane rolltest-worker2; do
+    kubelet_conf="$(kubectl --kubeconfig "$KUBECONFIG_FILE" get --raw "/api/v1/nodes/$n/proxy/configz")"
+    [[ $kubelet_conf == *'"cgroupDriver":"cgroupfs"'* && $kubelet_conf == *'"failCgroupV1":false'* ]] &&
+        pass "$n's kubelet: cgroupfs driver, failCgroupV1 false (its /configz)" || fail "$n kubelet config" "$kubelet_conf"
+done
 
 log "kubectl against it"
 k get nodes -o wide
