@@ -3,10 +3,17 @@
 
 mod common;
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, Instant},
+};
 
-use common::{DemoApp, Misbehave, closed_port, misbehaving_server, run_load, spec};
+use common::{
+    DemoApp, Misbehave, closed_port, misbehaving_server, run_load, run_load_outcome, spec,
+    start_load,
+};
 use rolltest_core::model::{ErrorKind, Outcome};
+use rolltest_loadgen::Stop;
 
 fn kinds(url: &str, timeout: Duration) -> Vec<(Outcome, Option<u16>)> {
     let (records, _) = run_load(url, &spec(20.0, Duration::from_millis(200), timeout));
@@ -291,5 +298,39 @@ fn probe_sends_the_scenarios_request_and_returns_its_status() {
         runtime
             .block_on(rolltest_loadgen::probe(&target, closed))
             .is_err()
+    );
+}
+
+#[test]
+fn a_schedule_run_to_its_end_lasts_its_duration_and_one_finished_early_does_not() {
+    let app = DemoApp::start(&[]);
+    // 10 req/s for 1 s: the last request is due at 0.9 s and answers within
+    // milliseconds, yet the run lasts its whole second.
+    let (records, _, outcome) = run_load_outcome(
+        &app.url(),
+        &spec(10.0, Duration::from_secs(1), Duration::from_secs(1)),
+    );
+    assert_eq!(records.len(), 10);
+    assert!(
+        outcome.ended_us - outcome.started_us >= 1_000_000,
+        "{outcome:?}"
+    );
+    // A schedule of a minute, finished after 300 ms (as a rollout ends its
+    // load once the disruption settled): it ends then, not a minute later.
+    let stop = Arc::new(Stop::default());
+    let started = Instant::now();
+    let (run, _rx, _) = start_load(
+        &app.url(),
+        &spec(10.0, Duration::from_secs(60), Duration::from_secs(1)),
+        stop.clone(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    stop.finish.store(true, Ordering::Relaxed);
+    let outcome = run.wait().expect("wait");
+    assert!(!outcome.interrupted);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "finished early, yet it took {:?}",
+        started.elapsed()
     );
 }

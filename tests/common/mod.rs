@@ -201,6 +201,24 @@ pub fn run_load_outcome(
     url: &str,
     spec: &LoadSpec,
 ) -> (Vec<RequestRecord>, Arc<LiveCounters>, loadgen::LoadOutcome) {
+    let (run, rx, live) = start_load(url, spec, Arc::new(loadgen::Stop::default()));
+    let outcome = run.wait().expect("wait");
+    let mut records: Vec<RequestRecord> = rx.try_iter().flatten().collect();
+    records.sort_by_key(|r| r.seq);
+    (records, live, outcome)
+}
+
+/// Starts the generator against `url` (its schedule 5 ms from now), with
+/// `stop` to end it early; the records arrive on the receiver.
+pub fn start_load(
+    url: &str,
+    spec: &LoadSpec,
+    stop: Arc<loadgen::Stop>,
+) -> (
+    loadgen::LoadRun,
+    mpsc::Receiver<Vec<RequestRecord>>,
+    Arc<LiveCounters>,
+) {
     let target = target(url);
     let addr: SocketAddr = format!(
         "{}:{}",
@@ -211,22 +229,18 @@ pub fn run_load_outcome(
     .expect("addr");
     let (tx, rx) = mpsc::channel();
     let live = Arc::new(LiveCounters::default());
-    let clock = RunClock::start();
     let run = loadgen::start(
         &target,
         addr,
         spec,
-        clock,
+        RunClock::start(),
         Instant::now() + Duration::from_millis(5),
         tx,
-        Arc::new(loadgen::Stop::default()),
+        stop,
         live.clone(),
     )
     .expect("start");
-    let outcome = run.wait().expect("wait");
-    let mut records: Vec<RequestRecord> = rx.try_iter().flatten().collect();
-    records.sort_by_key(|r| r.seq);
-    (records, live, outcome)
+    (run, rx, live)
 }
 
 /// A kube-rs client for a kubeconfig's text (its current context, or
