@@ -207,6 +207,10 @@ def main():
             print("no steady set of ready pods; stopping", file=sys.stderr)
             break
         name, ip = victim["metadata"]["name"], victim["status"]["podIP"]
+        with lock:
+            # Pod addresses are reused: an earlier pod's endpoint with this
+            # address may have left a slice already.
+            slice_gone.pop(ip, None)
         kubectl(kc, "-n", NS, "delete", "pod", name, "--wait=false")
         t_ipt = None
         deadline = time.monotonic() + 30
