@@ -108,6 +108,7 @@ pub fn cluster_up(opts: &ClusterUpOptions) -> Result<ExitStatus, ClusterUpError>
             match opts.proxy {
                 ProxyMode::L4 => "l4 (kube-proxy)",
                 ProxyMode::L7 { .. } => "l7 (ingress)",
+                ProxyMode::IngressNginx(_) => "ingress-nginx (l7, its retries and sync rate)",
             },
             opts.propagation
         );

@@ -8,25 +8,29 @@
 //! (the generator) and `rolltest-minicluster` (the embedded cluster).
 //!
 //! ```text
-//! scenario.toml ─► Scenario::load ─► run::run_scenario
-//!   ├─ [cluster] mode = "embedded": EmbeddedCluster::start (rolltest-minicluster)
-//!   ├─ k8s::{connect, apply, wait_ready, run_action}      (kube-rs, both modes)
-//!   ├─ timeline::start (watchers) ─► LifecycleEvent ─► timeline::finish ─► Timeline
-//!   └─ rolltest_loadgen::start ─► RequestRecord ─► rundir::RecordWriter
-//!                                                  (records.csv, Aggregate)
+//! scenario.toml ─► Scenario::load ─► run::run_scenario ─► run::execute (one orchestrator)
+//!   ├─ [cluster] run::cluster: EmbeddedCluster::start, k8s::{connect, apply},
+//!   │            k8s::Watches (shared) ─► k8s::wait_ready_on · timeline::start_shared
+//!   ├─ run::phase::drive: Loading ─► Acting ─► Settling ─► Tail ─► Draining
+//!   ├─ rolltest_loadgen::start ─► RequestRecord batches ─► rundir::RecordWriter (records.csv)
+//!   └─ events::RunEvent (phases, notes, request tallies, lifecycle, proxy, actions,
+//!      problems) ─► run::dispatch ─► progress · timeline · problems
 //!        ▼ rolltest-core
-//!   correlate::{attribute, groups} ─► Summary::build ─► verdict::judge ─► ExitStatus
+//!   correlate::Correlation ─► attribute, groups ─► Summary::build ─► verdict::judge ─► ExitStatus
 //!        ▼
-//!   rundir (summary.json, timeline.json, run.json) · report::render · junit::write
+//!   run::finish ─► run::output reporters: summary.json · report.html · terminal · JUnit
 //! ```
 //!
 //! `rolltest report RUN_DIR` (`run::rebuild_report`) reads records.csv,
-//! timeline.json and run.json back and runs the bottom half again, so every
-//! report can be rebuilt from the run directory alone.
+//! timeline.json and run.json back and takes the same `run::finish` path,
+//! so every report can be rebuilt from the run directory alone.
 
 pub mod cli;
 pub mod cluster_up;
 pub mod compare;
+pub mod error;
+pub mod events;
+pub mod html;
 pub mod junit;
 pub mod k8s;
 pub mod lint;

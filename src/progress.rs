@@ -1,14 +1,14 @@
-//! The live progress bar: elapsed/total, live achieved rate, ok/failed/dropped.
-//! A pure reader of the generator's [`LiveCounters`]; hidden with `--quiet` or
-//! when stderr is not a terminal.
+//! The live display: the progress bar (elapsed/total, live rate,
+//! ok/failed/dropped, in flight) and the terminal lines above it. A consumer
+//! of the run's event stream ([`crate::events`]): `run::dispatch` hands it
+//! every event and calls [`Progress::tick`] to redraw. The bar shows from
+//! the `Loading` phase to the `Draining` one, only when stderr is a terminal
+//! and not `--quiet`; the lines go to stderr unless `--quiet`.
 
 use std::{
+    collections::VecDeque,
     io::IsTerminal,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    thread,
+    sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
 };
 
@@ -16,102 +16,153 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use rolltest_loadgen::LiveCounters;
 
-/// A running progress display.
-pub struct Progress {
-    done: Arc<AtomicBool>,
-    thread: Option<thread::JoinHandle<()>>,
-    bar: ProgressBar,
-}
+use crate::events::{Phase, RunEvent, Tally};
 
 /// How often the bar is redrawn.
-const TICK: Duration = Duration::from_millis(200);
+pub const TICK: Duration = Duration::from_millis(200);
+
+/// The live display of a run.
+pub struct Progress {
+    bar: Option<ProgressBar>,
+    quiet: bool,
+    total: Duration,
+    /// Requests in flight: the generator's one gauge (the rest is counted
+    /// from the stream).
+    live: Arc<LiveCounters>,
+    started: Option<Instant>,
+    done: Tally,
+    /// A 1-second window of (time, finished) samples for the live rate.
+    window: VecDeque<(Instant, u64)>,
+}
 
 impl Progress {
-    /// Starts the display for a load of `total` length (hidden when `quiet` or stderr is no TTY).
-    pub fn start(total: Duration, live: Arc<LiveCounters>, quiet: bool) -> Self {
-        let visible = !quiet && std::io::stderr().is_terminal();
-        let target = if visible {
-            ProgressDrawTarget::stderr()
-        } else {
-            ProgressDrawTarget::hidden()
-        };
-        let total_ms = u64::try_from(total.as_millis()).unwrap_or(u64::MAX);
-        let bar = ProgressBar::with_draw_target(Some(total_ms), target);
+    /// A display for a load of `total` length (the asked duration).
+    pub fn new(total: Duration, live: Arc<LiveCounters>, quiet: bool) -> Self {
+        Progress {
+            bar: None,
+            quiet,
+            total,
+            live,
+            started: None,
+            done: Tally::default(),
+            window: VecDeque::new(),
+        }
+    }
+
+    /// Takes one event of the run.
+    pub fn on_event(&mut self, event: &RunEvent) {
+        match event {
+            RunEvent::Phase(Phase::Loading) => self.show_bar(),
+            RunEvent::Phase(Phase::Draining | Phase::Finishing) => self.finish(),
+            RunEvent::Note(text) | RunEvent::Action { line: text } => self.line(text),
+            RunEvent::Requests(t) => {
+                self.done.ok += t.ok;
+                self.done.failed += t.failed;
+                self.done.dropped += t.dropped;
+            }
+            RunEvent::Phase(_)
+            | RunEvent::Lifecycle(_)
+            | RunEvent::Proxy(_)
+            | RunEvent::Problem(_) => {}
+        }
+    }
+
+    fn show_bar(&mut self) {
+        self.started = Some(Instant::now());
+        if self.quiet || !std::io::stderr().is_terminal() {
+            return;
+        }
+        let total_ms = u64::try_from(self.total.as_millis()).unwrap_or(u64::MAX);
+        let bar = ProgressBar::with_draw_target(Some(total_ms), ProgressDrawTarget::stderr());
         bar.set_style(
             ProgressStyle::with_template(
                 "{spinner} [{elapsed_precise}] {bar:30} {percent:>3}% {msg}",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
-        let done = Arc::new(AtomicBool::new(false));
-        let thread = visible.then(|| {
-            let bar = bar.clone();
-            let done = done.clone();
-            thread::spawn(move || tick(&bar, &live, &done))
-        });
-        Progress { done, thread, bar }
+        self.bar = Some(bar);
     }
 
-    /// A note above the bar (e.g. "interrupted").
-    pub fn note(&self, text: &str) {
-        if self.thread.is_some() {
-            self.bar.println(text);
+    /// A line above the bar (or on stderr without one); nothing when quiet.
+    fn line(&self, text: &str) {
+        if self.quiet {
+        } else if let Some(bar) = &self.bar {
+            bar.println(text);
         } else {
             eprintln!("{text}");
         }
     }
 
-    /// A `'static` function that writes notes like [`Progress::note`] (for
-    /// tasks that outlive a borrow), silent when `quiet`.
-    pub fn notifier(&self, quiet: bool) -> impl Fn(&str) + Send + Sync + 'static {
-        let bar = self.bar.clone();
-        let visible = self.thread.is_some();
-        move |text: &str| {
-            if quiet {
-            } else if visible {
-                bar.println(text);
-            } else {
-                eprintln!("{text}");
-            }
-        }
-    }
-
-    /// Stops and clears the bar.
-    pub fn finish(mut self) {
-        self.done.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        self.bar.finish_and_clear();
-    }
-}
-
-fn tick(bar: &ProgressBar, live: &LiveCounters, done: &AtomicBool) {
-    let start = Instant::now();
-    // A 1-second window of (time, sent) samples for the live rate.
-    let mut window: std::collections::VecDeque<(Instant, u64)> = Default::default();
-    while !done.load(Ordering::Relaxed) {
+    /// Redraws the bar (a no-op without one).
+    pub fn tick(&mut self) {
+        let (Some(bar), Some(started)) = (&self.bar, self.started) else {
+            return;
+        };
         let now = Instant::now();
-        let sent = live.sent.load(Ordering::Relaxed);
-        window.push_back((now, sent));
-        while window
+        let finished = self.done.total();
+        self.window.push_back((now, finished));
+        while self
+            .window
             .front()
             .is_some_and(|(t, _)| now.duration_since(*t) > Duration::from_secs(1))
         {
-            window.pop_front();
+            self.window.pop_front();
         }
-        let rate = match window.front() {
-            Some((t, s)) if now > *t => (sent - s) as f64 / now.duration_since(*t).as_secs_f64(),
+        let rate = match self.window.front() {
+            Some((t, n)) if now > *t => {
+                (finished - n) as f64 / now.duration_since(*t).as_secs_f64()
+            }
             _ => 0.0,
         };
-        bar.set_position(u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX));
+        bar.set_position(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
         bar.set_message(format!(
             "{rate:>8.0} req/s  ok {}  failed {}  dropped {}  in flight {}",
-            live.ok.load(Ordering::Relaxed),
-            live.failed.load(Ordering::Relaxed),
-            live.dropped.load(Ordering::Relaxed),
-            live.in_flight.load(Ordering::Relaxed),
+            self.done.ok,
+            self.done.failed,
+            self.done.dropped,
+            self.live.in_flight.load(Ordering::Relaxed),
         ));
-        thread::sleep(TICK);
+    }
+
+    /// Clears the bar (the lines after it go to stderr).
+    pub fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_come_from_the_stream() {
+        let mut p = Progress::new(Duration::from_secs(1), Arc::default(), true);
+        p.on_event(&RunEvent::Phase(Phase::Loading));
+        for t in [
+            Tally {
+                ok: 3,
+                failed: 1,
+                dropped: 0,
+            },
+            Tally {
+                ok: 2,
+                failed: 0,
+                dropped: 4,
+            },
+        ] {
+            p.on_event(&RunEvent::Requests(t));
+        }
+        assert_eq!(
+            p.done,
+            Tally {
+                ok: 5,
+                failed: 1,
+                dropped: 4
+            }
+        );
+        assert!(p.started.is_some());
+        assert!(p.bar.is_none(), "quiet: no bar");
     }
 }

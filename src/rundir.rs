@@ -1,4 +1,5 @@
-//! The run directory (DESIGN.md, "Run directory"): `records.csv` streamed
+//! The run directory (its files are a contract; README.md lists them):
+//! `records.csv` streamed
 //! while the run goes, then `summary.json`, `report.html`, `scenario.toml`,
 //! `timeline.json` and `run.json` (the run's facts, so that `rolltest report`
 //! can rebuild everything from the directory alone).
@@ -12,7 +13,7 @@ use std::{
 };
 
 use rolltest_core::{
-    model::{Cause, ErrorKind, Outcome, RequestRecord},
+    model::{Cause, ErrorKind, Outcome, RequestRecord, format_failed_tries, parse_failed_tries},
     summary::{Aggregate, RunFacts, Summary},
 };
 
@@ -29,8 +30,10 @@ pub const TIMELINE: &str = "timeline.json";
 /// Run facts.
 pub const FACTS: &str = "run.json";
 
-/// Header of `records.csv`.
-pub const RECORD_COLUMNS: [&str; 11] = [
+/// Header of `records.csv`. `failed_tries` (`pod:error;...`, the
+/// ingress's tries before the last when it retried the request) came last;
+/// a file without it (an earlier rolltest's) still reads.
+pub const RECORD_COLUMNS: [&str; 12] = [
     "seq",
     "intended_us",
     "sent_us",
@@ -42,6 +45,7 @@ pub const RECORD_COLUMNS: [&str; 11] = [
     "pod",
     "conn",
     "cause",
+    "failed_tries",
 ];
 
 /// Run directory errors. Writing ones are run errors (exit 3); reading ones
@@ -226,7 +230,10 @@ impl RunDir {
         let path = self.file(RECORDS);
         let mut reader = csv::Reader::from_path(&path).map_err(|e| csv_error(&path, e))?;
         let headers = reader.headers().map_err(|e| csv_error(&path, e))?.clone();
-        if headers.iter().ne(RECORD_COLUMNS.iter().copied()) {
+        let without_tries = &RECORD_COLUMNS[..RECORD_COLUMNS.len() - 1];
+        if headers.iter().ne(RECORD_COLUMNS.iter().copied())
+            && headers.iter().ne(without_tries.iter().copied())
+        {
             return Err(RunDirError::Malformed {
                 path,
                 line: 1,
@@ -382,7 +389,7 @@ fn write_records<S: RecordSink>(
 /// Reused buffers for one CSV row (no allocation per record once warm).
 #[derive(Default)]
 struct RowBuf {
-    cols: [String; 11],
+    cols: [String; 12],
 }
 
 impl RowBuf {
@@ -417,6 +424,9 @@ impl RowBuf {
         }
         if let Some(c) = r.cause {
             self.cols[10].push_str(c.as_str());
+        }
+        if r.retried() {
+            self.cols[11].push_str(&format_failed_tries(&r.failed_tries));
         }
     }
 
@@ -460,6 +470,7 @@ fn parse_row(row: &csv::StringRecord) -> Result<RequestRecord, String> {
         pod: text(field(8)),
         conn: num(field(9), "conn")?,
         cause,
+        failed_tries: parse_failed_tries(field(11)).map_err(|e| format!("failed_tries: {e}"))?,
     })
 }
 
@@ -472,6 +483,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let run = RunDir::create(dir.path()).unwrap();
         let writer = run.start_writer(Aggregate::new(0, 1_000_000)).unwrap();
+        use rolltest_core::model::{FailedTry, TryError};
         let records = vec![
             RequestRecord {
                 seq: 0,
@@ -484,6 +496,7 @@ mod tests {
                 pod: Some("api-7c9-x".into()),
                 conn: Some(3),
                 cause: None,
+                failed_tries: Vec::new(),
             },
             RequestRecord {
                 seq: 1,
@@ -496,12 +509,40 @@ mod tests {
                 pod: None,
                 conn: Some(4),
                 cause: Some(Cause::KilledInFlight),
+                failed_tries: Vec::new(),
             },
             RequestRecord::dropped(2, 10_000),
+            RequestRecord {
+                seq: 3,
+                intended_us: 15_000,
+                sent_us: Some(15_002),
+                latency_us: Some(3_000),
+                status: Some(200),
+                outcome: Outcome::Ok,
+                detail: None,
+                pod: Some("api-7c9-z".into()),
+                conn: Some(4),
+                cause: None,
+                failed_tries: vec![
+                    FailedTry {
+                        pod: "api-7c9-x".into(),
+                        error: TryError::ConnectRefused,
+                    },
+                    FailedTry {
+                        pod: "api-7c9-y".into(),
+                        error: TryError::Reset,
+                    },
+                ],
+            },
         ];
         writer.sender().send(records.clone()).unwrap();
         let agg = writer.finish().unwrap();
-        assert_eq!(agg.scheduled, 3);
+        assert_eq!(agg.scheduled, 4);
+        let text = fs::read_to_string(dir.path().join(RECORDS)).unwrap();
+        assert!(
+            text.contains(",api-7c9-x:connect_refused;api-7c9-y:reset\n"),
+            "{text}"
+        );
         let mut back = Vec::new();
         RunDir::open(dir.path())
             .unwrap()
@@ -511,12 +552,33 @@ mod tests {
     }
 
     #[test]
+    fn records_of_an_earlier_rolltest_without_failed_tries_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join(RECORDS),
+            format!(
+                "{}\n0,0,1,2,200,ok,,,api-1,3,\n",
+                RECORD_COLUMNS[..11].join(",")
+            ),
+        )
+        .unwrap();
+        let mut back = Vec::new();
+        RunDir::open(dir.path())
+            .unwrap()
+            .read_records(|r| back.push(r))
+            .unwrap();
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].pod.as_deref(), Some("api-1"));
+        assert!(!back[0].retried());
+    }
+
+    #[test]
     fn malformed_rows_name_the_line() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(
             dir.path().join(RECORDS),
             format!(
-                "{}\n0,0,1,2,200,ok,,,,,\n1,x,1,2,200,ok,,,,,\n",
+                "{}\n0,0,1,2,200,ok,,,,,,\n1,x,1,2,200,ok,,,,,,\n",
                 RECORD_COLUMNS.join(",")
             ),
         )

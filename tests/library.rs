@@ -26,6 +26,7 @@ struct Run {
     records: Vec<csv::StringRecord>,
     headers: csv::StringRecord,
     text: String,
+    out: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -72,8 +73,81 @@ impl Run {
             records,
             headers,
             text,
+            out,
             _dir: dir,
         }
+    }
+
+    /// The summary `rolltest report` rebuilds from a copy of this run
+    /// without the embedded kubelet's exact record (the timeline events of
+    /// source `kubelet`): what the correlator infers from the Events and
+    /// pod statuses a real kubelet publishes.
+    fn inferred_without_exact_record(&self) -> Value {
+        let copy = tempfile::tempdir().expect("tempdir");
+        for entry in std::fs::read_dir(&self.out).expect("run dir") {
+            let path = entry.expect("entry").path();
+            if path.is_file() {
+                std::fs::copy(&path, copy.path().join(path.file_name().expect("name")))
+                    .expect("copy");
+            }
+        }
+        let timeline = copy.path().join("timeline.json");
+        let mut t: Value =
+            serde_json::from_str(&std::fs::read_to_string(&timeline).expect("timeline"))
+                .expect("timeline json");
+        let events = t["events"].as_array_mut().expect("events");
+        let before = events.len();
+        events.retain(|e| e["source"] != "kubelet");
+        assert!(events.len() < before, "the run has an exact record");
+        std::fs::write(&timeline, t.to_string()).expect("write timeline");
+        let output = Command::new(common::bin())
+            .arg("report")
+            .arg(copy.path())
+            .output()
+            .expect("rolltest report");
+        // `report` exits with the rebuilt verdict's code, FAIL here.
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "report: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_str(
+            &std::fs::read_to_string(copy.path().join("summary.json")).expect("summary"),
+        )
+        .expect("summary json")
+    }
+
+    /// Without the exact record every failed request still has a cause,
+    /// none `unexplained`, and `cause` still dominates; the counts per cause
+    /// with and without it are printed.
+    fn assert_inferred_alike(&self, cause: &str) {
+        let inferred = self.inferred_without_exact_record();
+        println!(
+            "causes with the exact record {}, inferred without it {}",
+            self.causes(),
+            inferred["errors_by_cause"]
+        );
+        let by_cause = |s: &Value, c: &str| s["errors_by_cause"][c].as_u64().unwrap_or(0);
+        let total: u64 = inferred["errors_by_cause"]
+            .as_object()
+            .expect("errors_by_cause")
+            .values()
+            .filter_map(Value::as_u64)
+            .sum();
+        let n = self.failed();
+        assert_eq!(total, n, "inferred: {}", inferred["errors_by_cause"]);
+        assert_eq!(
+            by_cause(&inferred, "unexplained"),
+            0,
+            "{}",
+            inferred["errors_by_cause"]
+        );
+        assert!(
+            by_cause(&inferred, cause) * 10 >= n * 9,
+            "{cause} must dominate without the exact record too, got {}",
+            inferred["errors_by_cause"]
+        );
     }
 
     fn cause(&self, name: &str) -> u64 {
@@ -116,6 +190,7 @@ impl Run {
             self.causes(),
             self.text
         );
+        self.assert_inferred_alike(cause);
     }
 
     /// PASS (exit 0) with no failed or dropped request.

@@ -8,9 +8,9 @@ mod serve;
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, builder::TypedValueParser as _};
 
-use rolltest_core::ExitStatus;
+use rolltest_core::{ExitStatus, model::ProxyKind};
 
 use crate::run::{self, LoadOptions, RunOptions};
 
@@ -74,13 +74,19 @@ pub struct ClusterUpArgs {
     /// Serve plain HTTP without authentication (debugging only).
     #[arg(long)]
     pub insecure_http: bool,
-    /// Delay before a service proxy applies an endpoint change, drawn per
-    /// change from MIN..MAX (or a single duration).
-    #[arg(long, default_value = "1s..2s", value_parser = parse_propagation)]
+    /// How late a service proxy applies endpoint changes, like kube-proxy:
+    /// MIN..MAX means a change reaches the proxy MIN after its write and the
+    /// proxy syncs at most once per MAX-MIN, each sync applying every change
+    /// pending then (a single duration: each change exactly that late). The
+    /// default is kind's minSyncPeriod (1s) after ~40ms of delivery, as
+    /// measured on a real cluster.
+    #[arg(long, default_value = "40ms..1040ms")]
     pub endpoint_propagation: rolltest_minicluster::proxy::Propagation,
     /// Service proxy: l4 forwards TCP like kube-proxy (connections stay pinned;
-    /// a dead backend resets), l7 proxies HTTP like an ingress (502/503).
-    #[arg(long, value_enum, default_value = "l4")]
+    /// a dead backend resets), l7 proxies HTTP like an ingress (502/503),
+    /// ingress-nginx is l7 with ingress-nginx's defaults (retries on error and
+    /// timeout up to 3 tries, endpoint syncs at most every 3.3 s).
+    #[arg(long, default_value = "l4", value_parser = proxy_parser())]
     pub proxy: ProxyKind,
     /// With --proxy l7: retry an idempotent request once on another endpoint
     /// after a connect error, like nginx's proxy_next_upstream.
@@ -88,18 +94,12 @@ pub struct ClusterUpArgs {
     pub l7_retry: bool,
 }
 
-/// `--proxy` values.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum ProxyKind {
-    /// TCP forwarding (kube-proxy).
-    L4,
-    /// HTTP reverse proxy (ingress).
-    L7,
-}
-
-fn parse_propagation(s: &str) -> Result<rolltest_minicluster::proxy::Propagation, String> {
-    s.parse()
-        .map_err(|e: rolltest_minicluster::proxy::PropagationParseError| e.to_string())
+/// `--proxy`: the core's [`ProxyKind`] names, each with its help line.
+fn proxy_parser() -> impl clap::builder::TypedValueParser<Value = ProxyKind> {
+    clap::builder::PossibleValuesParser::new(
+        ProxyKind::ALL.map(|k| clap::builder::PossibleValue::new(k.as_str()).help(k.about())),
+    )
+    .try_map(|s| s.parse::<ProxyKind>())
 }
 
 #[derive(Debug, clap::Args)]
@@ -252,12 +252,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 nodes: args.nodes,
                 listen: args.listen,
                 insecure_http: args.insecure_http,
-                proxy: match args.proxy {
-                    ProxyKind::L4 => rolltest_minicluster::proxy::ProxyMode::L4,
-                    ProxyKind::L7 => rolltest_minicluster::proxy::ProxyMode::L7 {
-                        retry_connect_errors: args.l7_retry,
-                    },
-                },
+                proxy: crate::scenario::cluster::cluster_proxy(args.proxy, args.l7_retry),
                 propagation: args.endpoint_propagation,
             };
             return Ok(match crate::cluster_up::cluster_up(&opts) {

@@ -51,6 +51,15 @@ pub struct ServeArgs {
     #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "1s")]
     pub idle_grace: Duration,
 
+    /// Close a keep-alive connection once it has been idle this long (no
+    /// request in flight, none since), as a server's keep-alive timeout
+    /// does (nginx keepalive_timeout, Go's IdleTimeout). A client that sends
+    /// its next request on the connection just as the app closes it loses
+    /// that request: the keep-alive race. A request in flight is never cut.
+    /// Default: idle connections stay open until the drain.
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    pub idle_timeout: Option<Duration>,
+
     /// Hard cap on draining: when it passes, exit 0 and cut what is left.
     #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "30s")]
     pub drain_timeout: Duration,
@@ -123,6 +132,7 @@ impl From<ServeArgs> for ServeConfig {
             pod_name: args.pod_name,
             on_sigterm: args.on_sigterm.into(),
             idle_grace: args.idle_grace,
+            idle_timeout: args.idle_timeout,
             drain_timeout: args.drain_timeout,
             fail_readiness_on_sigterm: args.fail_readiness_on_sigterm,
             startup_delay: args.startup_delay,

@@ -1,30 +1,17 @@
 //! The one-line conclusion: the failed-request change, then for each cause
 //! that changed, the knobs known to fix that cause and that did change.
 //!
-//! Cause → knobs (DESIGN.md, "Causes"): endpoint_lag → preStop;
-//! killed_in_flight → grace period, the app's drain (args/image); not_ready →
-//! readiness/startup probes, minReadySeconds; capacity → maxUnavailable /
-//! maxSurge, a PodDisruptionBudget (and replicas).
+//! Which knobs fix which cause is [`Knob::for_cause`]'s (the core's `knobs`
+//! module, which also writes the correlator's fix texts).
 
 use rolltest_core::model::Cause;
 
-use crate::report::html::fmt_num;
-
-use super::{
-    CauseDelta, Comparison,
-    knobs::{Knob, KnobDiff, on_sigterm, pre_stop_seconds},
+use crate::{
+    html::fmt_num,
+    manifest::knobs::{Knob, on_sigterm, pre_stop_seconds},
 };
 
-/// The knobs that fix a cause.
-pub fn knobs_for(cause: Cause) -> &'static [Knob] {
-    match cause {
-        Cause::EndpointLag => &[Knob::PreStop],
-        Cause::KilledInFlight => &[Knob::GracePeriod, Knob::App],
-        Cause::NotReady => &[Knob::Probes, Knob::MinReadySeconds],
-        Cause::Capacity => &[Knob::Strategy, Knob::Pdb, Knob::Replicas],
-        Cause::Unexplained => &[],
-    }
-}
+use super::{CauseDelta, Comparison, knobs::KnobDiff};
 
 fn leaf(path: &str) -> &str {
     path.rsplit('.').next().unwrap_or(path)
@@ -82,7 +69,7 @@ fn join(items: &[String]) -> String {
 fn related(cause: Cause, knobs: &[KnobDiff]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for d in knobs.iter().filter(|d| d.effective) {
-        if !knobs_for(cause).contains(&d.knob) {
+        if !Knob::for_cause(cause).contains(&d.knob) {
             continue;
         }
         // not_ready is about readiness; liveness does not decide routing.

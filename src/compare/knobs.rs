@@ -7,45 +7,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::manifest::Manifest;
-
-/// Which knob a field belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Knob {
-    /// `lifecycle.preStop` of a container.
-    PreStop,
-    /// `terminationGracePeriodSeconds`.
-    GracePeriod,
-    /// `strategy` (type, maxSurge, maxUnavailable).
-    Strategy,
-    /// `minReadySeconds`.
-    MinReadySeconds,
-    /// startup / readiness / liveness probes.
-    Probes,
-    /// `replicas`.
-    Replicas,
-    /// A PodDisruptionBudget (present, minAvailable, maxUnavailable).
-    Pdb,
-    /// The container's image, command and args (how the app behaves on SIGTERM).
-    App,
-}
-
-impl Knob {
-    /// The knob's name in words.
-    pub fn label(self) -> &'static str {
-        match self {
-            Knob::PreStop => "preStop",
-            Knob::GracePeriod => "grace period",
-            Knob::Strategy => "strategy",
-            Knob::MinReadySeconds => "minReadySeconds",
-            Knob::Probes => "probes",
-            Knob::Replicas => "replicas",
-            Knob::Pdb => "PodDisruptionBudget",
-            Knob::App => "app (image/args)",
-        }
-    }
-}
+use crate::manifest::{
+    Manifest,
+    knobs::{Knob, PROBE_TIMING_DEFAULTS, PROBES, pre_stop_seconds, probe_int, workload_fields},
+};
 
 /// One changed field.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,53 +32,6 @@ pub struct KnobDiff {
     /// False when only a default was spelled out (same behaviour).
     pub effective: bool,
 }
-
-struct Field {
-    knob: Knob,
-    path: &'static str,
-    default: Option<Value>,
-}
-
-fn field(knob: Knob, path: &'static str, default: Option<Value>) -> Field {
-    Field {
-        knob,
-        path,
-        default,
-    }
-}
-
-fn workload_fields() -> Vec<Field> {
-    vec![
-        field(Knob::Replicas, "spec.replicas", Some(Value::from(1))),
-        field(
-            Knob::Strategy,
-            "spec.strategy.type",
-            Some(Value::from("RollingUpdate")),
-        ),
-        field(
-            Knob::Strategy,
-            "spec.strategy.rollingUpdate.maxSurge",
-            Some(Value::from("25%")),
-        ),
-        field(
-            Knob::Strategy,
-            "spec.strategy.rollingUpdate.maxUnavailable",
-            Some(Value::from("25%")),
-        ),
-        field(
-            Knob::MinReadySeconds,
-            "spec.minReadySeconds",
-            Some(Value::from(0)),
-        ),
-        field(
-            Knob::GracePeriod,
-            "spec.template.spec.terminationGracePeriodSeconds",
-            Some(Value::from(30)),
-        ),
-    ]
-}
-
-const PROBES: [&str; 3] = ["startupProbe", "readinessProbe", "livenessProbe"];
 
 /// A value in words: strings bare, string lists joined by spaces, others as JSON.
 pub fn value_text(v: &Value) -> String {
@@ -137,23 +55,13 @@ fn text_with_default(v: Option<&Value>, default: Option<&Value>) -> String {
     }
 }
 
-/// The seconds a preStop hook sleeps, when it is a sleep: the `sleep`
-/// action, or an exec whose command runs `sleep N` — read exactly as
-/// `rolltest lint` reads it.
-pub fn pre_stop_seconds(hook: &Value) -> Option<f64> {
-    match crate::lint::k8s::pre_stop(Some(hook)) {
-        crate::lint::k8s::PreStop::Sleep { seconds, .. } => Some(seconds),
-        _ => None,
-    }
-}
-
 /// A lifecycle handler or probe handler in words.
 fn handler_text(h: &Value) -> String {
     if let Some(s) = pre_stop_seconds(h) {
         return if h.get("sleep").is_some() {
-            format!("sleep action {} s", crate::report::html::fmt_num(s))
+            format!("sleep action {} s", crate::html::fmt_num(s))
         } else {
-            format!("exec sleep {} s", crate::report::html::fmt_num(s))
+            format!("exec sleep {} s", crate::html::fmt_num(s))
         };
     }
     if let Some(cmd) = h.pointer("/exec/command") {
@@ -183,12 +91,11 @@ fn handler_text(h: &Value) -> String {
 }
 
 fn probe_text(p: &Value) -> String {
-    let n = |k: &str, d: i64| p.get(k).and_then(Value::as_i64).unwrap_or(d);
     format!(
         "{} every {} s × {}",
         handler_text(p),
-        n("periodSeconds", 10),
-        n("failureThreshold", 3)
+        probe_int(p, "periodSeconds"),
+        probe_int(p, "failureThreshold")
     )
 }
 
@@ -349,12 +256,7 @@ impl Differ {
                             true,
                         );
                     }
-                    for (k, d) in [
-                        ("periodSeconds", 10),
-                        ("failureThreshold", 3),
-                        ("initialDelaySeconds", 0),
-                        ("timeoutSeconds", 1),
-                    ] {
+                    for (k, d) in PROBE_TIMING_DEFAULTS {
                         self.field(
                             object,
                             Knob::Probes,
@@ -485,20 +387,6 @@ pub fn diff(before: &[Manifest], after: &[Manifest]) -> Vec<KnobDiff> {
     d.out
 }
 
-/// The value of `--on-sigterm` in an args list (`--on-sigterm X` or `--on-sigterm=X`).
-pub fn on_sigterm(args: &Value) -> Option<String> {
-    let words: Vec<&str> = args.as_array()?.iter().filter_map(Value::as_str).collect();
-    words.iter().enumerate().find_map(|(i, w)| {
-        if let Some(v) = w.strip_prefix("--on-sigterm=") {
-            Some(v.to_string())
-        } else if *w == "--on-sigterm" {
-            words.get(i + 1).map(|v| (*v).to_string())
-        } else {
-            None
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -518,23 +406,5 @@ mod tests {
         let http: Value = serde_json::json!({"httpGet": {"path": "/quit", "port": 8080}});
         assert_eq!(pre_stop_seconds(&http), None);
         assert_eq!(handler_text(&http), "httpGet /quit :8080");
-    }
-
-    #[test]
-    fn on_sigterm_in_both_spellings() {
-        assert_eq!(
-            on_sigterm(&serde_json::json!([
-                "--work",
-                "5ms",
-                "--on-sigterm",
-                "drain"
-            ])),
-            Some("drain".into())
-        );
-        assert_eq!(
-            on_sigterm(&serde_json::json!(["--on-sigterm=exit"])),
-            Some("exit".into())
-        );
-        assert_eq!(on_sigterm(&serde_json::json!(["--work", "5ms"])), None);
     }
 }

@@ -26,8 +26,9 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-pub use conclusion::{conclude, knobs_for};
-pub use knobs::{Knob, KnobDiff, diff as diff_knobs};
+pub use crate::manifest::knobs::Knob;
+pub use conclusion::conclude;
+pub use knobs::{KnobDiff, diff as diff_knobs};
 pub use load::{Anchor, Failure, RunData, load_run};
 pub use page::render;
 pub use timing::{FailureBins, PodTermination, Spread, Termination};
@@ -261,7 +262,7 @@ fn errors_by_cause(d: &RunData) -> BTreeMap<String, u64> {
     let attributed: u64 = m.values().sum();
     let rest = d.summary.requests.failed.saturating_sub(attributed);
     if rest > 0 {
-        m.insert("unattributed".into(), rest);
+        m.insert(Cause::UNATTRIBUTED.into(), rest);
     }
     m
 }
@@ -348,13 +349,13 @@ pub fn compare(before: &RunData, after: &RunData) -> Comparison {
     let names = Cause::ALL
         .iter()
         .map(|c| c.as_str())
-        .chain(std::iter::once("unattributed"));
+        .chain(std::iter::once(Cause::UNATTRIBUTED));
     for name in names {
         let (nb, na) = (
             b.errors_by_cause.get(name).copied().unwrap_or(0),
             a.errors_by_cause.get(name).copied().unwrap_or(0),
         );
-        if name == "unattributed" && nb == 0 && na == 0 {
+        if name == Cause::UNATTRIBUTED && nb == 0 && na == 0 {
             continue;
         }
         failures_by_cause.push(CauseDelta {

@@ -1,17 +1,18 @@
 //! `compare.html`: one self-contained page (inline CSS and SVG, no scripts,
-//! nothing fetched) built from a [`Comparison`], with the report's styles and
-//! table helpers. Every string from data is escaped.
+//! nothing fetched) built from a [`Comparison`] with the HTML kit
+//! ([`crate::html`]) the report uses too. Every string from data is escaped.
 
 use std::fmt::Write as _;
 
-use rolltest_core::model::Cause;
-
-use crate::report::{
-    html::{self, Cell, Table, escape, fmt_ms, fmt_num, fmt_pct, legend, note, num, text},
-    rollout::{self as rreport, cause_color},
+use crate::html::{
+    self, Cell, Rgb, Table, escape, fmt_ms, fmt_num, fmt_pct, hex, legend, note, num,
+    palette::{cause_color, cause_label, named_chip, slot_causes},
+    text,
 };
 
-use super::{Comparison, FigureDelta, Side, Spread, timing::cause_key};
+use rolltest_core::model::Cause;
+
+use super::{Comparison, FigureDelta, Side, Spread};
 
 /// Styles only the comparison uses.
 const CSS: &str = r#"
@@ -47,7 +48,7 @@ pub fn render(c: &Comparison) -> String {
     );
     out.push_str("<style>");
     out.push_str(html::CSS);
-    out.push_str(rreport::CSS);
+    out.push_str(html::EVIDENCE_CSS);
     out.push_str(CSS);
     out.push_str("</style>\n</head>\n<body>\n<main>\n<h1>rolltest compare</h1>\n");
     out.push_str(&banner(c));
@@ -132,21 +133,12 @@ fn delta_cell(delta: Option<f64>, unit: &str) -> Cell {
     }
 }
 
-fn chip(cause: &str) -> Cell {
-    let c = Cause::parse(cause);
-    let (r, g, b) = cause_color(c);
-    Cell::Html(format!(
-        "<span class=\"chip\" style=\"background:#{r:02x}{g:02x}{b:02x}\"></span>{}",
-        escape(cause)
-    ))
-}
-
 fn causes(c: &Comparison) -> String {
     let mut out = String::from("<h2>Failures by cause</h2>\n");
     let mut t = Table::new(&["cause", ">before", ">after", ">Δ"]);
     for d in &c.failures_by_cause {
         t.row(vec![
-            chip(&d.cause),
+            Cell::Html(named_chip(&d.cause)),
             num(d.before.to_string()),
             num(d.after.to_string()),
             delta_cell(Some(d.delta as f64), ""),
@@ -172,19 +164,6 @@ fn nice_step(span: f64, target: f64) -> f64 {
         .find(|s| *s >= raw)
         .unwrap_or(10.0 * mag)
 }
-
-fn rgb((r, g, b): (u8, u8, u8)) -> String {
-    format!("#{r:02x}{g:02x}{b:02x}")
-}
-
-const CAUSE_ORDER: [Option<Cause>; 6] = [
-    Some(Cause::EndpointLag),
-    Some(Cause::KilledInFlight),
-    Some(Cause::NotReady),
-    Some(Cause::Capacity),
-    Some(Cause::Unexplained),
-    None,
-];
 
 fn over_time(c: &Comparison) -> String {
     let mut out = String::from("<h2>Failures over time</h2>\n");
@@ -250,8 +229,12 @@ fn over_time(c: &Comparison) -> String {
             let x0 = xs(bin.t_s);
             let w = (xs(bin.t_s + bin_s) - x0 - 0.6).max(0.8);
             let mut acc = 0.0;
-            for cause in CAUSE_ORDER {
-                let n = bin.by_cause.get(cause_key(cause)).copied().unwrap_or(0) as f64;
+            for cause in slot_causes() {
+                let n = bin
+                    .by_cause
+                    .get(Cause::name_of(cause))
+                    .copied()
+                    .unwrap_or(0) as f64;
                 if n == 0.0 {
                     continue;
                 }
@@ -260,7 +243,7 @@ fn over_time(c: &Comparison) -> String {
                     svg,
                     "<rect x=\"{x0:.1}\" y=\"{y1:.1}\" width=\"{w:.1}\" height=\"{:.1}\" fill=\"{}\"/>",
                     y0 - y1,
-                    rgb(cause_color(cause))
+                    hex(cause_color(cause))
                 );
                 acc += n;
             }
@@ -325,9 +308,8 @@ fn over_time(c: &Comparison) -> String {
     );
     svg.push_str("</svg>\n");
     let _ = writeln!(out, "<figure>{svg}</figure>");
-    let items: Vec<(String, (u8, u8, u8))> = CAUSE_ORDER
-        .iter()
-        .map(|c| (cause_key(*c).to_string(), cause_color(*c)))
+    let items: Vec<(String, Rgb)> = slot_causes()
+        .map(|c| (cause_label(c).to_string(), cause_color(c)))
         .collect();
     out.push_str(&legend(&items));
     out

@@ -44,7 +44,7 @@ pub struct Spread {
     pub n: usize,
     /// Smallest.
     pub min: Option<f64>,
-    /// Median (upper middle for an even count, like `propagation`).
+    /// Median ([`rolltest_core::stats::median`]).
     pub median: Option<f64>,
     /// Largest.
     pub max: Option<f64>,
@@ -58,7 +58,7 @@ impl Spread {
         Spread {
             n: v.len(),
             min: v.first().copied(),
-            median: v.get(v.len() / 2).copied(),
+            median: rolltest_core::stats::median(&v),
             max: v.last().copied(),
         }
     }
@@ -161,11 +161,6 @@ pub fn bin_width_ms(span_ms: u64) -> u64 {
     }
 }
 
-/// The label of a failure's cause.
-pub fn cause_key(c: Option<Cause>) -> &'static str {
-    c.map_or("unattributed", Cause::as_str)
-}
-
 /// Bins failures by their time relative to `anchor_us`.
 pub fn bin_failures(failures: &[Failure], anchor_us: u64, bin_ms: u64) -> FailureBins {
     let width = i64::try_from(bin_ms.max(1) * 1000).unwrap_or(i64::MAX);
@@ -177,7 +172,7 @@ pub fn bin_failures(failures: &[Failure], anchor_us: u64, bin_ms: u64) -> Failur
         *bins
             .entry(idx)
             .or_default()
-            .entry(cause_key(f.cause).to_string())
+            .entry(Cause::name_of(f.cause).to_string())
             .or_default() += 1;
     }
     FailureBins {

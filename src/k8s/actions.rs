@@ -24,7 +24,10 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::{Cluster, K8sError, status_code};
 use rolltest_core::model::{EventSource, LifecycleEvent, LifecycleKind, RunClock};
 
-use crate::scenario::{Action, ActionKind};
+use crate::{
+    events::LifecycleSink,
+    scenario::{Action, ActionKind},
+};
 
 /// How long kubectl waits between evictions refused with 429.
 pub const EVICTION_RETRY: Duration = Duration::from_secs(5);
@@ -64,13 +67,9 @@ struct Outcome {
     cordoned: Option<String>,
 }
 
-fn emit(
-    events: &UnboundedSender<LifecycleEvent>,
-    at_us: u64,
-    pod: Option<String>,
-    kind: LifecycleKind,
-) {
-    let _ = events.send(LifecycleEvent {
+fn emit(events: &impl LifecycleSink, at_us: u64, pod: Option<String>, kind: LifecycleKind) {
+    // Nobody listening (the run is ending) is no reason to stop the action.
+    let _ = events.send_lifecycle(LifecycleEvent {
         at_us,
         server_us: None,
         pod,
@@ -82,12 +81,13 @@ fn emit(
 /// Performs one action against the cluster. `default_deployment` is the
 /// scenario's Deployment (for actions that name none, and to pick the default
 /// node or pod). Emits `ActionStarted` when it begins and `ActionFinished`
-/// (with what it did, or why it failed) when it ends.
+/// (with what it did, or why it failed) when it ends, to `events` (the run's
+/// stream, or a channel).
 pub async fn run_action(
     cluster: &Cluster,
     action: &Action,
     default_deployment: &str,
-    events: &UnboundedSender<LifecycleEvent>,
+    events: &impl LifecycleSink,
     clock: &RunClock,
 ) -> Result<ActionReport, K8sError> {
     let started_us = clock.now_micros();
@@ -218,7 +218,7 @@ impl Target {
 
 /// The Deployment's live pods (not terminating).
 async fn deployment_pods(cluster: &Cluster, deployment: &str) -> Result<Vec<Pod>, K8sError> {
-    let selector = super::wait::deployment_selector(cluster, deployment).await?;
+    let selector = super::watches::deployment_selector(cluster, deployment).await?;
     let pods = cluster
         .api::<Pod>()
         .list(&ListParams::default().labels(&selector))

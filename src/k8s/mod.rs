@@ -6,8 +6,12 @@
 //!   server answers and accepts the credentials.
 //! - [`apply::apply`] / [`apply::teardown`] put the scenario's manifests in
 //!   place (server-side apply, field manager `rolltest`) and take them away.
-//! - [`wait::wait_ready`] / [`wait::wait_settled`] wait, with watches, for the
-//!   Deployment to serve and for a rollout to be over with every old pod gone.
+//! - [`watches::Watches`]: one kube-runtime watch and reflector store per kind
+//!   of the workload (Deployment, ReplicaSets, pods, EndpointSlices), shared
+//!   by the waits and the lifecycle timeline.
+//! - [`wait::wait_ready`] / [`wait::wait_settled`] wait, as conditions over
+//!   those stores, for the Deployment to serve and for a rollout to be over
+//!   with every old pod gone.
 //! - [`actions::run_action`] performs a scenario's disruption the way kubectl
 //!   does on the wire (rollout restart, drain, delete, scale, set image) and
 //!   reports it on the lifecycle timeline.
@@ -18,6 +22,7 @@ pub mod actions;
 pub mod apply;
 pub mod client;
 pub mod wait;
+pub mod watches;
 
 use std::time::Duration;
 
@@ -25,8 +30,10 @@ pub use actions::{ActionReport, run_action, uncordon, unschedulable_nodes};
 pub use apply::{AppliedObject, TeardownReport, apply, ensure_namespace, teardown};
 pub use client::{Cluster, KubeSource, KubeconfigOrigin, connect};
 pub use wait::{
-    Progress, ReadyInfo, ServiceInfo, ServicePortInfo, SettledInfo, wait_ready, wait_settled,
+    Progress, ReadyInfo, ServiceInfo, ServicePortInfo, SettledInfo, wait_ready, wait_ready_on,
+    wait_settled, wait_settled_on,
 };
+pub use watches::{Shared, WatchItem, Watches};
 
 /// Why a cluster operation failed, in words a user can act on.
 #[derive(Debug, thiserror::Error)]

@@ -2,7 +2,8 @@
 //! load), and a rollout over with every old pod gone from the API (after it).
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeSet,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -12,13 +13,12 @@ use k8s_openapi::api::{
     core::v1::{Pod, Service},
     discovery::v1::EndpointSlice,
 };
-use kube::{
-    Api, ResourceExt,
-    api::ListParams,
-    runtime::{WatchStreamExt, watcher},
-};
+use kube::{ResourceExt, api::ListParams, runtime::watcher};
 
-use super::{Cluster, K8sError, selector_string};
+use super::{
+    Cluster, K8sError,
+    watches::{Shared, WatchItem, Watches, get_deployment},
+};
 
 /// A progress callback: receives lines such as
 /// `waiting for deployment api: 3/6 available, 6/6 updated`, each time the
@@ -94,85 +94,37 @@ pub struct SettledInfo {
 const HASH_LABEL: &str = "pod-template-hash";
 const REVISION: &str = "deployment.kubernetes.io/revision";
 
-/// Objects of one kind as a watch reports them.
-struct Mirror<K> {
-    objects: BTreeMap<String, K>,
-    pending: Option<BTreeMap<String, K>>,
-    synced: bool,
-}
-
-impl<K: ResourceExt> Mirror<K> {
-    fn new(synced: bool) -> Self {
-        Mirror {
-            objects: BTreeMap::new(),
-            pending: None,
-            synced,
-        }
-    }
-
-    fn apply(&mut self, event: watcher::Event<K>) {
-        match event {
-            watcher::Event::Init => self.pending = Some(BTreeMap::new()),
-            watcher::Event::InitApply(o) => {
-                if let Some(p) = &mut self.pending {
-                    p.insert(o.name_any(), o);
-                }
-            }
-            watcher::Event::InitDone => {
-                if let Some(p) = self.pending.take() {
-                    self.objects = p;
-                }
-                self.synced = true;
-            }
-            watcher::Event::Apply(o) => {
-                self.objects.insert(o.name_any(), o);
-            }
-            watcher::Event::Delete(o) => {
-                self.objects.remove(&o.name_any());
-            }
-        }
-    }
-}
-
-enum Update {
-    Deployment(watcher::Event<Deployment>),
-    ReplicaSet(watcher::Event<ReplicaSet>),
-    Pod(watcher::Event<Pod>),
-    Slice(watcher::Event<EndpointSlice>),
-}
-
 /// The watched state of one Deployment, its ReplicaSets, pods and (maybe)
-/// its Service's EndpointSlices.
-struct View {
-    name: String,
-    deployments: Mirror<Deployment>,
-    replicasets: Mirror<ReplicaSet>,
-    pods: Mirror<Pod>,
-    slices: Mirror<EndpointSlice>,
+/// its Service's EndpointSlices: the reflector stores of the run's
+/// [`Watches`], objects by name.
+struct View<'w> {
+    watches: &'w Watches,
 }
 
-impl View {
-    fn synced(&self) -> bool {
-        self.deployments.synced && self.replicasets.synced && self.pods.synced && self.slices.synced
+impl View<'_> {
+    fn deployment(&self) -> Option<Arc<Deployment>> {
+        self.watches
+            .deployments
+            .store()
+            .find(|d| d.name_any() == self.watches.deployment)
     }
 
-    fn apply(&mut self, u: Update) {
-        match u {
-            Update::Deployment(e) => self.deployments.apply(e),
-            Update::ReplicaSet(e) => self.replicasets.apply(e),
-            Update::Pod(e) => self.pods.apply(e),
-            Update::Slice(e) => self.slices.apply(e),
-        }
+    fn pods(&self) -> Vec<Arc<Pod>> {
+        self.watches.pods.objects()
     }
 
-    fn deployment(&self) -> Option<&Deployment> {
-        self.deployments.objects.get(&self.name)
+    fn slices(&self) -> Vec<Arc<EndpointSlice>> {
+        self.watches
+            .slices
+            .as_ref()
+            .map(Shared::objects)
+            .unwrap_or_default()
     }
 
     /// The ReplicaSet of the Deployment's current revision.
-    fn current_rs(&self, d: &Deployment) -> Option<&ReplicaSet> {
+    fn current_rs(&self, d: &Deployment) -> Option<Arc<ReplicaSet>> {
         let uid = d.metadata.uid.as_deref()?;
-        let owned = self.replicasets.objects.values().filter(|rs| {
+        let owned = self.watches.replicasets.objects().into_iter().filter(|rs| {
             rs.metadata
                 .owner_references
                 .iter()
@@ -203,31 +155,20 @@ fn pod_hash(p: &Pod) -> Option<&str> {
         .map(String::as_str)
 }
 
-fn watch<K>(
-    api: Api<K>,
-    config: watcher::Config,
-    wrap: fn(watcher::Event<K>) -> Update,
-) -> BoxStream<'static, Result<Update, watcher::Error>>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
-{
-    watcher(api, config)
-        .default_backoff()
-        .map(move |r| r.map(wrap))
-        .boxed()
-}
-
 /// The fatal part of a watch error (401, 403, 404), as a [`K8sError`].
-fn fatal_watch_error(cluster: &Cluster, e: watcher::Error) -> Result<String, K8sError> {
+fn fatal_watch_error(cluster: &Cluster, e: &watcher::Error) -> Result<String, K8sError> {
     let inner = match e {
         watcher::Error::InitialListFailed(e)
         | watcher::Error::WatchStartFailed(e)
         | watcher::Error::WatchFailed(e) => e,
         other => return Ok(other.to_string()),
     };
-    match super::status_code(&inner) {
-        Some(401 | 403) => Err(cluster.err("watch the deployment's objects", inner)),
-        _ => Ok(super::chain(&inner)),
+    match inner {
+        kube::Error::Api(s) if matches!(s.code, 401 | 403) => Err(cluster.err(
+            "watch the deployment's objects",
+            kube::Error::Api(s.clone()),
+        )),
+        _ => Ok(super::chain(inner)),
     }
 }
 
@@ -237,13 +178,25 @@ enum Eval<T> {
     Fail(K8sError),
 }
 
-type UpdateStream = BoxStream<'static, Result<Update, watcher::Error>>;
+/// A wake-up from one of the shared watches: `None` for an event (already in
+/// the stores), the error for a failed watch.
+type Wakeups = BoxStream<'static, Option<Arc<watcher::Error>>>;
 
-/// A view kept current by its watches, bounded by one deadline.
+fn wakeups<K: super::watches::Watched>(shared: &Shared<K>) -> Wakeups {
+    shared
+        .events()
+        .map(|item| match item {
+            WatchItem::Event(_) => None,
+            WatchItem::Error(e) => Some(e),
+        })
+        .boxed()
+}
+
+/// The run's watches, re-evaluated on every change, bounded by one deadline.
 struct Watch<'a> {
     cluster: &'a Cluster,
-    view: View,
-    merged: futures_util::stream::SelectAll<UpdateStream>,
+    watches: &'a Watches,
+    merged: futures_util::stream::SelectAll<Wakeups>,
     tick: tokio::time::Interval,
     deadline: tokio::time::Instant,
     timeout: Duration,
@@ -257,15 +210,22 @@ struct Watch<'a> {
 impl<'a> Watch<'a> {
     fn new(
         cluster: &'a Cluster,
-        view: View,
-        streams: Vec<UpdateStream>,
+        watches: &'a Watches,
         timeout: Duration,
         what: String,
         progress: Option<&'a Progress>,
     ) -> Self {
+        let mut streams = vec![
+            wakeups(&watches.deployments),
+            wakeups(&watches.replicasets),
+            wakeups(&watches.pods),
+        ];
+        if let Some(s) = &watches.slices {
+            streams.push(wakeups(s));
+        }
         Watch {
             cluster,
-            view,
+            watches,
             merged: futures_util::stream::select_all(streams),
             tick: tokio::time::interval(Duration::from_secs(1)),
             deadline: tokio::time::Instant::now() + timeout,
@@ -281,8 +241,10 @@ impl<'a> Watch<'a> {
     /// Evaluates now and after every change until `eval` says done.
     async fn until<T>(&mut self, mut eval: impl FnMut(&View) -> Eval<T>) -> Result<T, K8sError> {
         loop {
-            if self.view.synced() {
-                match eval(&self.view) {
+            if self.watches.synced() {
+                match eval(&View {
+                    watches: self.watches,
+                }) {
                     Eval::Done(t) => return Ok(t),
                     Eval::Fail(e) => return Err(e),
                     Eval::Pending { line, missing } => {
@@ -305,17 +267,15 @@ impl<'a> Watch<'a> {
     async fn step(&mut self) -> Result<(), K8sError> {
         tokio::select! {
             item = self.merged.next() => match item {
-                Some(Ok(u)) => {
-                    self.view.apply(u);
-                    // Take every event already queued before evaluating again.
+                Some(None) => {
+                    // Take every wake-up already queued before evaluating again.
                     while let Some(Some(next)) = self.merged.next().now_or_never() {
-                        match next {
-                            Ok(u) => self.view.apply(u),
-                            Err(e) => self.last_error = Some(fatal_watch_error(self.cluster, e)?),
+                        if let Some(e) = next {
+                            self.last_error = Some(fatal_watch_error(self.cluster, &e)?);
                         }
                     }
                 }
-                Some(Err(e)) => self.last_error = Some(fatal_watch_error(self.cluster, e)?),
+                Some(Some(e)) => self.last_error = Some(fatal_watch_error(self.cluster, &e)?),
                 None => tokio::time::sleep(Duration::from_millis(100)).await,
             },
             _ = self.tick.tick() => {}
@@ -337,85 +297,10 @@ impl<'a> Watch<'a> {
 
 use futures_util::FutureExt;
 
-/// GETs the Deployment (a clear error when it does not exist) and returns
-/// its pod selector as a label selector string (empty when it has none).
-pub(crate) async fn deployment_selector(
-    cluster: &Cluster,
-    deployment: &str,
-) -> Result<String, K8sError> {
-    let d = cluster
-        .api::<Deployment>()
-        .get(deployment)
-        .await
-        .map_err(|e| {
-            cluster.err(
-                format!(
-                    "get deployment {deployment} in namespace {}",
-                    cluster.namespace
-                ),
-                e,
-            )
-        })?;
-    Ok(d.spec
-        .as_ref()
-        .map(|s| selector_string(&s.selector))
-        .unwrap_or_default())
-}
-
-/// GETs the Deployment (a clear error when it does not exist) and sets up
-/// the view and its watches.
-async fn start_view(
-    cluster: &Cluster,
-    deployment: &str,
-    service: Option<&str>,
-) -> Result<(View, Vec<UpdateStream>, String), K8sError> {
-    let selector = deployment_selector(cluster, deployment).await?;
-    if selector.is_empty() {
-        return Err(K8sError::Action {
-            action: "wait".into(),
-            message: format!("deployment {deployment} has an empty selector"),
-        });
-    }
-    let ns = &cluster.namespace;
-    let client = &cluster.client;
-    let mut streams = vec![
-        watch(
-            Api::<Deployment>::namespaced(client.clone(), ns),
-            watcher::Config::default().fields(&format!("metadata.name={deployment}")),
-            Update::Deployment,
-        ),
-        watch(
-            Api::<ReplicaSet>::namespaced(client.clone(), ns),
-            watcher::Config::default().labels(&selector),
-            Update::ReplicaSet,
-        ),
-        watch(
-            Api::<Pod>::namespaced(client.clone(), ns),
-            watcher::Config::default().labels(&selector),
-            Update::Pod,
-        ),
-    ];
-    if let Some(svc) = service {
-        streams.push(watch(
-            Api::<EndpointSlice>::namespaced(client.clone(), ns),
-            watcher::Config::default().labels(&format!("kubernetes.io/service-name={svc}")),
-            Update::Slice,
-        ));
-    }
-    let view = View {
-        name: deployment.to_string(),
-        deployments: Mirror::new(false),
-        replicasets: Mirror::new(false),
-        pods: Mirror::new(false),
-        slices: Mirror::new(service.is_none()),
-    };
-    Ok((view, streams, selector))
-}
-
 /// Ready endpoints (by pod, else address) in the slices.
-fn ready_endpoints(slices: &Mirror<EndpointSlice>) -> usize {
+fn ready_endpoints(slices: &[Arc<EndpointSlice>]) -> usize {
     let mut seen = BTreeSet::new();
-    for s in slices.objects.values() {
+    for s in slices {
         for e in &s.endpoints {
             if e.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
                 continue;
@@ -503,10 +388,9 @@ pub(crate) fn pod_problem(p: &Pod) -> Option<String> {
     ))
 }
 
-fn pod_problems(pods: &Mirror<Pod>) -> String {
+fn pod_problems(pods: &[Arc<Pod>]) -> String {
     let problems: Vec<String> = pods
-        .objects
-        .values()
+        .iter()
         .filter_map(|p| pod_problem(p).map(|why| format!("pod {}: {why}", p.name_any())))
         .collect();
     if problems.is_empty() {
@@ -602,16 +486,47 @@ pub async fn wait_ready(
 ) -> Result<ReadyInfo, K8sError> {
     let started = Instant::now();
     if let Some(svc) = service {
-        cluster.api::<Service>().get(svc).await.map_err(|e| {
-            cluster.err(
-                format!("get service {svc} in namespace {}", cluster.namespace),
-                e,
-            )
-        })?;
+        get_service(cluster, svc).await?;
     }
-    let (view, streams, selector) = start_view(cluster, deployment, service).await?;
+    let watches = Watches::start(cluster, deployment, service).await?;
+    ready_on(cluster, &watches, started, timeout, progress).await
+}
+
+/// [`wait_ready`] on the run's shared [`Watches`] (the Deployment and the
+/// Service they watch).
+pub async fn wait_ready_on(
+    cluster: &Cluster,
+    watches: &Watches,
+    timeout: Duration,
+    progress: Option<&Progress>,
+) -> Result<ReadyInfo, K8sError> {
+    let started = Instant::now();
+    if let Some(svc) = &watches.service {
+        get_service(cluster, svc).await?;
+    }
+    ready_on(cluster, watches, started, timeout, progress).await
+}
+
+async fn get_service(cluster: &Cluster, svc: &str) -> Result<Service, K8sError> {
+    cluster.api::<Service>().get(svc).await.map_err(|e| {
+        cluster.err(
+            format!("get service {svc} in namespace {}", cluster.namespace),
+            e,
+        )
+    })
+}
+
+async fn ready_on(
+    cluster: &Cluster,
+    watches: &Watches,
+    started: Instant,
+    timeout: Duration,
+    progress: Option<&Progress>,
+) -> Result<ReadyInfo, K8sError> {
+    let deployment = watches.deployment.as_str();
+    let service = watches.service.as_deref();
     let what = format!("deployment {deployment} to be ready");
-    let mut watch = Watch::new(cluster, view, streams, timeout, what, progress);
+    let mut watch = Watch::new(cluster, watches, timeout, what, progress);
     let found = watch
         .until(
             |v: &View| -> Eval<(i32, Option<String>, Option<String>, usize)> {
@@ -621,15 +536,15 @@ pub async fn wait_ready(
                         missing: format!("deployment {deployment} does not exist"),
                     };
                 };
-                let s = status_of(d);
+                let s = status_of(&d);
                 if let Some(m) = s.deadline_exceeded {
                     return Eval::Fail(K8sError::RolloutFailed {
                         deployment: deployment.to_string(),
-                        message: format!("{m}{}", pod_problems(&v.pods)),
+                        message: format!("{m}{}", pod_problems(&v.pods())),
                     });
                 }
                 let r = s.spec_replicas;
-                let eps = ready_endpoints(&v.slices);
+                let eps = ready_endpoints(&v.slices());
                 let mut line = format!(
                     "waiting for deployment {deployment}: {}/{r} available, {}/{r} updated",
                     s.available, s.updated
@@ -639,11 +554,11 @@ pub async fn wait_ready(
                 }
                 let svc_ok = service.is_none() || eps >= usize::try_from(r).unwrap_or(0);
                 if s.observed && s.available_true && s.updated == r && s.available == r && svc_ok {
-                    let rs = v.current_rs(d);
+                    let rs = v.current_rs(&d);
                     return Eval::Done((
                         r,
-                        rs.map(ResourceExt::name_any),
-                        rs.and_then(rs_hash),
+                        rs.as_deref().map(ResourceExt::name_any),
+                        rs.as_deref().and_then(rs_hash),
                         eps,
                     ));
                 }
@@ -668,28 +583,20 @@ pub async fn wait_ready(
                 {
                     missing.push_str(&format!("; service {svc} has {eps} of {r} ready endpoints"));
                 }
-                missing.push_str(&pod_problems(&v.pods));
+                missing.push_str(&pod_problems(&v.pods()));
                 Eval::Pending { line, missing }
             },
         )
         .await?;
     let (replicas, replicaset, template_hash, eps) = found;
     let service = match service {
-        Some(svc) => {
-            let s = cluster.api::<Service>().get(svc).await.map_err(|e| {
-                cluster.err(
-                    format!("get service {svc} in namespace {}", cluster.namespace),
-                    e,
-                )
-            })?;
-            Some(service_info(&s, eps))
-        }
+        Some(svc) => Some(service_info(&get_service(cluster, svc).await?, eps)),
         None => None,
     };
     Ok(ReadyInfo {
         deployment: deployment.to_string(),
         namespace: cluster.namespace.clone(),
-        selector,
+        selector: watches.selector.clone(),
         replicas,
         replicaset,
         template_hash,
@@ -711,17 +618,47 @@ pub async fn wait_settled(
     progress: Option<&Progress>,
 ) -> Result<SettledInfo, K8sError> {
     let started = Instant::now();
-    let (view, streams, selector) = start_view(cluster, deployment, None).await?;
+    let watches = Watches::start(cluster, deployment, None).await?;
+    settled_on(cluster, &watches, started, timeout, progress).await
+}
+
+/// [`wait_settled`] on the run's shared [`Watches`].
+pub async fn wait_settled_on(
+    cluster: &Cluster,
+    watches: &Watches,
+    timeout: Duration,
+    progress: Option<&Progress>,
+) -> Result<SettledInfo, K8sError> {
+    settled_on(cluster, watches, Instant::now(), timeout, progress).await
+}
+
+async fn settled_on(
+    cluster: &Cluster,
+    watches: &Watches,
+    started: Instant,
+    timeout: Duration,
+    progress: Option<&Progress>,
+) -> Result<SettledInfo, K8sError> {
+    let deployment = watches.deployment.as_str();
+    let selector = &watches.selector;
+    // Shared watches may not have delivered a change made just before (the
+    // rollout's own patch): the Deployment's generation now, read from the
+    // API, is the least the watched one must show before it is judged.
+    let generation = get_deployment(cluster, deployment)
+        .await?
+        .metadata
+        .generation
+        .unwrap_or(0);
     let what = format!("deployment {deployment} to settle");
-    let mut watch = Watch::new(cluster, view, streams, timeout, what, progress);
+    let mut watch = Watch::new(cluster, watches, timeout, what, progress);
     loop {
         let candidate = watch
-            .until(|v| settled_eval(cluster, deployment, v))
+            .until(|v| settled_eval(cluster, deployment, generation, v))
             .await?;
         // The watch may lag the API; confirm with a fresh list.
         let list = cluster
             .api::<Pod>()
-            .list(&ListParams::default().labels(&selector))
+            .list(&ListParams::default().labels(selector))
             .await
             .map_err(|e| cluster.err(format!("list pods {selector}"), e))?;
         let (old, terminating) = leftover(candidate.template_hash.as_deref(), list.items.iter());
@@ -755,30 +692,45 @@ fn leftover<'p>(
     (old, terminating)
 }
 
-fn settled_eval(cluster: &Cluster, deployment: &str, v: &View) -> Eval<SettledInfo> {
+fn settled_eval(
+    cluster: &Cluster,
+    deployment: &str,
+    generation: i64,
+    v: &View,
+) -> Eval<SettledInfo> {
     let Some(d) = v.deployment() else {
         return Eval::Fail(K8sError::NotFound {
             what: format!("deployment {deployment} in namespace {}", cluster.namespace),
             message: "it was deleted while waiting for the rollout".into(),
         });
     };
-    let s = status_of(d);
+    let seen = d.metadata.generation.unwrap_or(0);
+    if seen < generation {
+        return Eval::Pending {
+            line: format!("waiting for the watch to see deployment {deployment}'s latest change"),
+            missing: format!(
+                "the watch shows generation {seen} of the deployment, the API server {generation}"
+            ),
+        };
+    }
+    let s = status_of(&d);
+    let pods = v.pods();
     if let Some(m) = s.deadline_exceeded {
         return Eval::Fail(K8sError::RolloutFailed {
             deployment: deployment.to_string(),
-            message: format!("{m}{}", pod_problems(&v.pods)),
+            message: format!("{m}{}", pod_problems(&pods)),
         });
     }
     let r = s.spec_replicas;
-    let rs = v.current_rs(d);
-    let hash = rs.and_then(rs_hash);
-    let (old, terminating) = leftover(hash.as_deref(), v.pods.objects.values());
+    let rs = v.current_rs(&d);
+    let hash = rs.as_deref().and_then(rs_hash);
+    let (old, terminating) = leftover(hash.as_deref(), pods.iter().map(|p| &**p));
     let complete =
         s.observed && s.updated == r && s.replicas == s.updated && s.available == s.updated;
     if complete && old.is_empty() && terminating.is_empty() && hash.is_some() {
         return Eval::Done(SettledInfo {
             replicas: r,
-            replicaset: rs.map(ResourceExt::name_any),
+            replicaset: rs.as_deref().map(ResourceExt::name_any),
             template_hash: hash,
             pods: Vec::new(),
             waited: Duration::ZERO,

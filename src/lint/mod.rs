@@ -36,6 +36,7 @@
 //! | RT020 | Service | warning | the Service selects no workload's pods in the given files |
 //! | RT021 | — | info | workload not serving (no port, no Service): skipped |
 
+mod catalog;
 pub(crate) mod k8s;
 pub mod output;
 mod rules;
@@ -159,7 +160,7 @@ pub struct Rule {
 }
 
 /// Every rule, in ID order.
-pub const RULES: &[Rule] = rules::RULES;
+pub const RULES: &[Rule] = catalog::RULES;
 
 /// Looks a rule up by ID.
 pub fn rule(id: &str) -> Option<&'static Rule> {

@@ -5,226 +5,17 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::{
-    LintOptions, MAX_UNAVAILABLE_REASON, PropagationSource, Rule,
-    k8s::{self, IntOrPercent, PreStop, ProbeTiming},
+    LintOptions, MAX_UNAVAILABLE_REASON, PropagationSource,
+    k8s::{self, IntOrPercent},
 };
 use rolltest_core::model::{Finding, Severity};
 
-use crate::manifest::Manifest;
+use crate::manifest::{
+    Manifest,
+    knobs::{self, DEFAULT_GRACE_SECONDS, PreStop, ProbeTiming},
+};
 
-use Severity::{Error, Info, Warning};
-
-const fn r(
-    id: &'static str,
-    name: &'static str,
-    knob: &'static str,
-    severity: Severity,
-    title: &'static str,
-    why: &'static str,
-    fix: &'static str,
-) -> Rule {
-    Rule {
-        id,
-        name,
-        knob,
-        severity,
-        title,
-        why,
-        fix,
-    }
-}
-
-pub(crate) const RULES: &[Rule] = &[
-    r(
-        "RT001",
-        "prestop-missing",
-        "preStop",
-        Error,
-        "No preStop hook on a serving container",
-        "Without a preStop delay the app gets SIGTERM the moment the pod is deleted, while kube-proxy and ingresses still route new requests to it for the propagation delay.",
-        "Add lifecycle.preStop.sleep.seconds (or exec [\"sleep\", \"N\"]) at least as long as the endpoint propagation.",
-    ),
-    r(
-        "RT002",
-        "prestop-short",
-        "preStop",
-        Warning,
-        "preStop waits less than the endpoint propagation",
-        "Requests routed to the pod after the preStop sleep ends but before every proxy dropped it hit a process that is shutting down.",
-        "Make the preStop sleep at least the expected (or measured) propagation delay.",
-    ),
-    r(
-        "RT003",
-        "prestop-duration-unknown",
-        "preStop",
-        Info,
-        "The preStop hook's duration cannot be read",
-        "rolltest cannot tell whether the hook outlasts the endpoint propagation.",
-        "Make sure the hook waits at least the propagation delay, or use the sleep action.",
-    ),
-    r(
-        "RT004",
-        "prestop-sleep-out-of-range",
-        "preStop",
-        Error,
-        "preStop sleep action seconds not in 1..=terminationGracePeriodSeconds",
-        "The API server rejects a sleep action longer than the grace period (or not positive), so the object is never applied.",
-        "Set lifecycle.preStop.sleep.seconds between 1 and terminationGracePeriodSeconds (and leave room to drain).",
-    ),
-    r(
-        "RT005",
-        "grace-too-short",
-        "grace period",
-        Error,
-        "terminationGracePeriodSeconds is shorter than preStop + drain",
-        "The kubelet SIGKILLs the container at the grace deadline, killing requests still in flight.",
-        "Set terminationGracePeriodSeconds to at least the preStop time plus the app's drain time, with a margin.",
-    ),
-    r(
-        "RT006",
-        "grace-default",
-        "grace period",
-        Info,
-        "terminationGracePeriodSeconds is not set (default 30 s)",
-        "The default grace period is sized for nobody in particular; an explicit value documents the preStop + drain budget.",
-        "Set terminationGracePeriodSeconds explicitly to preStop + drain + margin.",
-    ),
-    r(
-        "RT007",
-        "pdb-missing",
-        "PDB",
-        Warning,
-        "No PodDisruptionBudget selects the pods",
-        "A node drain or cluster upgrade may evict every replica at once and leave the Service without endpoints.",
-        "Add a policy/v1 PodDisruptionBudget selecting the pod labels with maxUnavailable: 1 (or minAvailable below replicas).",
-    ),
-    r(
-        "RT008",
-        "pdb-blocks-drain",
-        "PDB",
-        Error,
-        "The PodDisruptionBudget allows no disruption",
-        "With disruptionsAllowed stuck at 0 every eviction is refused and kubectl drain (and node upgrades) wait forever.",
-        "Use maxUnavailable: 1, or a minAvailable below the replica count.",
-    ),
-    r(
-        "RT009",
-        "pdb-multiple",
-        "PDB",
-        Error,
-        "More than one PodDisruptionBudget selects the pods",
-        "The eviction API refuses pods covered by several PDBs (500), so drains cannot proceed.",
-        "Keep exactly one PodDisruptionBudget per set of pods.",
-    ),
-    r(
-        "RT010",
-        "pdb-selects-nothing",
-        "PDB",
-        Warning,
-        "The PodDisruptionBudget selects no workload in the given files",
-        "A PDB whose selector matches no pods protects nothing, usually a label typo.",
-        "Make spec.selector match the workload's pod template labels.",
-    ),
-    r(
-        "RT011",
-        "max-unavailable",
-        "strategy",
-        Warning,
-        "rollingUpdate.maxUnavailable is not 0",
-        "The rollout takes serving pods away before their replacements are ready, so capacity drops during every rollout.",
-        "Set strategy.rollingUpdate.maxUnavailable: 0 and maxSurge ≥ 1, or annotate rolltest.dev/max-unavailable-reason with why capacity may drop.",
-    ),
-    r(
-        "RT012",
-        "max-surge-zero",
-        "strategy",
-        Warning,
-        "rollingUpdate.maxSurge resolves to 0",
-        "Without surge the rollout must remove a pod before it can add one, so capacity drops on every step.",
-        "Set strategy.rollingUpdate.maxSurge to 1 or more (a percentage rounds up).",
-    ),
-    r(
-        "RT013",
-        "strategy-invalid",
-        "strategy",
-        Error,
-        "maxSurge and maxUnavailable are both 0",
-        "The API server rejects the Deployment: the rollout could never make progress.",
-        "Set maxSurge: 1 (or 25%) with maxUnavailable: 0.",
-    ),
-    r(
-        "RT014",
-        "strategy-recreate",
-        "strategy",
-        Error,
-        "Recreate strategy on a serving Deployment",
-        "Recreate stops every old pod before starting new ones: every rollout is an outage.",
-        "Use strategy.type: RollingUpdate with maxUnavailable: 0 and maxSurge ≥ 1.",
-    ),
-    r(
-        "RT015",
-        "min-ready-seconds",
-        "strategy",
-        Warning,
-        "minReadySeconds is 0",
-        "A new pod counts as available the instant it first passes readiness, so the rollout removes old pods behind a replacement that may crash a second later.",
-        "Set spec.minReadySeconds (e.g. 10) so a new pod must stay Ready a while before old ones go.",
-    ),
-    r(
-        "RT016",
-        "readiness-missing",
-        "probes",
-        Error,
-        "No readinessProbe on a serving container",
-        "Without readiness the pod receives traffic as soon as its process starts, before it listens or warms up.",
-        "Add a readinessProbe (httpGet on an endpoint that answers only when the app can serve).",
-    ),
-    r(
-        "RT017",
-        "startup-probe-missing",
-        "probes",
-        Warning,
-        "Long initialDelaySeconds without a startupProbe",
-        "A fixed initial delay is either too short (restarts a slow start) or too long (delays every rollout step); a startupProbe adapts.",
-        "Add a startupProbe (periodSeconds × failureThreshold covering the slowest start) and drop initialDelaySeconds.",
-    ),
-    r(
-        "RT018",
-        "liveness-equals-readiness",
-        "probes",
-        Warning,
-        "livenessProbe checks the same thing as readinessProbe",
-        "When a dependency fails, readiness should take the pod out of rotation; a liveness probe on the same check restarts every pod at once and amplifies the outage.",
-        "Point livenessProbe at a cheap endpoint that checks only the process itself (e.g. /livez).",
-    ),
-    r(
-        "RT019",
-        "probe-detection-time",
-        "probes",
-        Info,
-        "How long the probes take to notice a failure",
-        "periodSeconds × failureThreshold bounds how long a broken pod keeps receiving traffic (readiness) or keeps running (liveness).",
-        "Tune periodSeconds and failureThreshold to the outage you can tolerate.",
-    ),
-    r(
-        "RT020",
-        "service-selects-nothing",
-        "Service",
-        Warning,
-        "The Service selects no workload's pods in the given files",
-        "A Service whose selector matches no pods has no endpoints: every request fails.",
-        "Make spec.selector match the workload's pod template labels.",
-    ),
-    r(
-        "RT021",
-        "not-serving",
-        "—",
-        Info,
-        "Workload not serving (no container port, no Service): skipped",
-        "The rollout checks only matter for pods that receive requests.",
-        "Declare the container's ports (or lint its Service too) to have it checked.",
-    ),
-];
+use Severity::{Error, Warning};
 
 struct Workload<'a> {
     m: &'a Manifest,
@@ -425,14 +216,16 @@ fn check_workload(
 
     let grace_path = format!("{pod_path}.terminationGracePeriodSeconds");
     let grace_set = m.get(&grace_path).and_then(Value::as_i64);
-    let grace = grace_set.unwrap_or(30);
+    let grace = grace_set.unwrap_or(DEFAULT_GRACE_SECONDS);
     if grace_set.is_none() {
         out.push(
             m,
             "RT006",
             None,
             &grace_path,
-            "terminationGracePeriodSeconds not set: the 30 s default applies".into(),
+            format!(
+                "terminationGracePeriodSeconds not set: the {DEFAULT_GRACE_SECONDS} s default applies"
+            ),
             format!(
                 "set terminationGracePeriodSeconds explicitly (preStop + drain {} + margin)",
                 secs(opts.drain.as_secs_f64())
@@ -448,7 +241,7 @@ fn check_workload(
         let cname = c.get("name").and_then(Value::as_str).unwrap_or("?");
         let cpath = format!("{pod_path}.containers[{i}]");
         let hook_path = format!("{cpath}.lifecycle.preStop");
-        let pre_stop = k8s::pre_stop(m.get(&hook_path));
+        let pre_stop = knobs::pre_stop(m.get(&hook_path));
         let pre_stop_secs = match &pre_stop {
             PreStop::Missing => {
                 let n = propagation.ceil().max(1.0);

@@ -17,6 +17,7 @@
 //! assert_eq!(m[0].line_of("spec.selector"), 5); // missing: its nearest ancestor
 //! ```
 
+pub mod knobs;
 mod yaml;
 
 use std::{collections::BTreeMap, path::Path};
@@ -338,6 +339,15 @@ pub(crate) fn get_path<'v>(value: &'v Value, path: &str) -> Option<&'v Value> {
             Segment::Key(k) => v.get(k.as_str()),
             Segment::Index(i) => v.get(i),
         })
+}
+
+/// A scalar as a string (YAML may have made `version: 1` or `sleep 5`'s
+/// argument a number).
+pub(crate) fn scalar_string(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
 }
 
 #[cfg(test)]

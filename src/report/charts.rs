@@ -11,10 +11,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use plotters::prelude::*;
 
-use super::{
-    html::{escape, fmt_num},
-    series::{Bin, LatencyOverTime, Rgb, Series, Throughput},
-};
+use crate::html::{Rgb, escape, fmt_num};
+
+use super::series::{Bin, LatencyOverTime, Series, Throughput};
 
 /// Width of every chart, px (the SVG scales down with the page).
 pub const WIDTH: u32 = 1000;
@@ -170,19 +169,38 @@ pub fn histogram(bins: &[Bin]) -> String {
             .light_line_style(TRANSPARENT)
             .draw()
             .map_err(err)?;
+        // A bar at least 3 px wide keeps a 1 px gap either side; a narrower
+        // one (a run whose latencies all fall in a sliver of the axis) is
+        // drawn in pixels, at least 1 px wide, so it shows and never gets
+        // a negative width.
+        let corners = |b: &Bin| {
+            let (lo_ms, hi_ms) = (b.lo_us as f64 / 1000.0, b.hi_us as f64 / 1000.0);
+            (
+                (lo_ms, hi_ms),
+                chart.backend_coord(&(lo_ms, y_lo)),
+                chart.backend_coord(&(hi_ms, b.count as f64)),
+            )
+        };
+        let (wide, narrow): (Vec<_>, Vec<_>) = bins
+            .iter()
+            .filter(|b| b.count > 0)
+            .map(|b| (b, corners(b)))
+            .partition(|(_, (_, bottom_left, top_right))| top_right.0 - bottom_left.0 >= 3);
         chart
-            .draw_series(bins.iter().filter(|b| b.count > 0).map(|b| {
-                let mut bar = Rectangle::new(
-                    [
-                        (b.lo_us as f64 / 1000.0, y_lo),
-                        (b.hi_us as f64 / 1000.0, b.count as f64),
-                    ],
-                    BAR.filled(),
-                );
+            .draw_series(wide.iter().map(|(b, ((lo_ms, hi_ms), _, _))| {
+                let mut bar =
+                    Rectangle::new([(*lo_ms, y_lo), (*hi_ms, b.count as f64)], BAR.filled());
                 bar.set_margin(0, 0, 1, 1);
                 bar
             }))
             .map_err(err)?;
+        for (_, (_, (x0, y0), (x1, y1))) in narrow {
+            root.draw(&Rectangle::new(
+                [(x0, y1), (x1.max(x0 + 1), y0)],
+                BAR.filled(),
+            ))
+            .map_err(err)?;
+        }
         root.present().map_err(err)
     })
 }
@@ -314,7 +332,7 @@ fn tick(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::series::{Rgb, Series};
+    use crate::{html::Rgb, report::series::Series};
 
     #[test]
     fn log_ticks_are_one_two_five() {
@@ -379,5 +397,37 @@ mod tests {
         );
         let out = svg(|_| panic!("inside plotters"));
         assert!(out.contains("chart unavailable"));
+    }
+
+    /// Every bar's `<rect>` width in an SVG (plotters writes `width="N"`).
+    fn rect_widths(svg: &str) -> Vec<i64> {
+        svg.split("<rect ")
+            .skip(1)
+            .filter_map(|r| r.split("width=\"").nth(1)?.split('"').next()?.parse().ok())
+            .collect()
+    }
+
+    #[test]
+    fn histogram_bars_in_a_sliver_of_the_axis_show_and_never_go_negative() {
+        // Every request took 10 ms: 8 bins of 1 µs, each far under a pixel.
+        let sliver: Vec<Bin> = (0..8)
+            .map(|i| Bin {
+                lo_us: 10_000 + i,
+                hi_us: 10_001 + i,
+                count: if i == 0 { 387 } else { 0 },
+            })
+            .collect();
+        let widths = rect_widths(&histogram(&sliver));
+        // The background, then the one bar, 1 px wide.
+        assert_eq!(widths.len(), 2, "{widths:?}");
+        assert_eq!(widths[1], 1);
+        // Wide bars keep their 1 px gaps: 10 ms → 20 ms spans many pixels.
+        let wide = [Bin {
+            lo_us: 10_000,
+            hi_us: 20_000,
+            count: 5,
+        }];
+        let widths = rect_widths(&histogram(&wide));
+        assert!(widths.iter().all(|w| *w > 2), "{widths:?}");
     }
 }

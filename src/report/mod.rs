@@ -5,7 +5,8 @@
 //! 2. for a rollout run (a [`Rollout`] given): why requests failed (causes
 //!    with evidence and fix), the pods over time (swimlanes) right above
 //! 3. throughput over time (ok, each error kind, dropped), then (rollout
-//!    runs) endpoint propagation and the manifests' static findings;
+//!    runs) endpoint propagation, the ingress's retries (when its proxy
+//!    retries) and the manifests' static findings;
 //! 4. latency percentiles over time;
 //! 5. the latency histogram and percentile table;
 //! 6. errors by kind, cause and HTTP status, and requests per pod;
@@ -17,23 +18,26 @@
 //! ordered maps, fixed number formatting), so it can be snapshot-tested.
 //! Every string that comes from data is escaped with `html::escape`.
 //!
-//! Layout: this module orchestrates, `sections` builds each section, `html`
-//! has escaping, formatting and tables, `series` prepares chart data
-//! (downsampling included), `charts` draws with plotters, `rollout` builds
-//! the rollout sections and `swimlanes` the pods-over-time chart.
+//! Layout: this module orchestrates, `sections` builds each section,
+//! `series` prepares chart data (downsampling included), `charts` draws with
+//! plotters, `rollout` builds the rollout sections (from `failure`'s
+//! [`FailurePoint`]s) and `swimlanes` the pods-over-time chart. Escaping,
+//! formatting, tables, styles and the cause palette are the HTML kit's
+//! ([`crate::html`]), shared with compare.html.
 
 mod charts;
-pub(crate) mod html;
-pub(crate) mod rollout;
+mod failure;
+mod rollout;
 mod sections;
 mod series;
 mod swimlanes;
 
-pub use rollout::{FailurePoint, Rollout};
+pub use failure::{FailurePoint, RetriedPoint};
+pub use rollout::Rollout;
 
 use rolltest_core::summary::{Aggregate, RunFacts, Summary};
 
-use html::escape;
+use crate::html::{self, escape};
 
 /// Renders the self-contained HTML report of a run. `rollout`: the
 /// timeline and evidence of a `rolltest run` (`None` for a plain load run,
@@ -55,7 +59,7 @@ pub fn render(
     out.push_str("<style>");
     out.push_str(html::CSS);
     if rollout.is_some() {
-        out.push_str(rollout::CSS);
+        out.push_str(html::EVIDENCE_CSS);
     }
     out.push_str("</style>\n</head>\n<body>\n<main>\n");
     let headline = rollout.map(|r| rollout::headline(summary, r));
@@ -67,6 +71,7 @@ pub fn render(
     out.push_str(&sections::throughput(agg, facts));
     if let Some(r) = rollout {
         out.push_str(&rollout::propagation(r));
+        out.push_str(&rollout::retries(summary, r));
         out.push_str(&rollout::findings(r));
     }
     out.push_str(&sections::latency_over_time(agg, facts));

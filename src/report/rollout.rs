@@ -7,17 +7,19 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use rolltest_core::{
-    model::{
-        Cause, CauseGroup, ErrorKind, Finding, Outcome, PodPropagation, RequestRecord, Severity,
-        Timeline,
-    },
+    model::{Cause, CauseGroup, ErrorKind, Finding, PodPropagation, Severity, Timeline},
     summary::{Aggregate, RunFacts, Summary, THROUGHPUT_BUCKET_US},
 };
 
+use crate::html::{
+    Cell, Table, escape, fmt_num, fmt_pct, hex, note, num,
+    palette::{cause_color, cause_label, cause_slot, chip, slot_cause},
+    text,
+};
+
 use super::{
-    html::{Cell, Table, escape, fmt_pct, note, num, text},
+    failure::{FailurePoint, RetriedPoint},
     sections::duration_us,
-    series::Rgb,
     swimlanes::{self, COLUMNS, Phase, TickKind},
 };
 
@@ -31,6 +33,8 @@ pub struct Rollout<'a> {
     pub causes: &'a [CauseGroup],
     /// Every failed request (any order).
     pub failures: &'a [FailurePoint],
+    /// Every request the ingress retried (any order).
+    pub retried: &'a [RetriedPoint],
     /// Measured deletion → slice → proxy per deleted pod.
     pub propagation: &'a [PodPropagation],
     /// Static findings of the scenario's manifests.
@@ -39,78 +43,6 @@ pub struct Rollout<'a> {
     pub load_started_us: u64,
     /// When the run ended.
     pub ended_us: u64,
-}
-
-/// One failed request, as the swimlanes and the headline need it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FailurePoint {
-    /// When it was sent (µs, run clock; the intended time when never sent).
-    pub sent_us: u64,
-    /// The pod it went to, when known or inferred.
-    pub pod: Option<String>,
-    /// Its attributed cause (`None`: not attributed).
-    pub cause: Option<Cause>,
-    /// How it failed.
-    pub kind: ErrorKind,
-}
-
-impl FailurePoint {
-    /// The failure point of a failed record (`None` for ok or dropped
-    /// records), with the record's own pod and cause; overwrite them with
-    /// the correlator's [`Attribution`](rolltest_core::model::Attribution) when the
-    /// records do not carry it.
-    pub fn from_record(r: &RequestRecord) -> Option<Self> {
-        match r.outcome {
-            Outcome::Failed(kind) => Some(FailurePoint {
-                sent_us: r.sent_us.unwrap_or(r.intended_us),
-                pod: r.pod.clone(),
-                cause: r.cause,
-                kind,
-            }),
-            Outcome::Ok | Outcome::Dropped => None,
-        }
-    }
-}
-
-/// The failure slot of a cause: its index in [`Cause::ALL`], unattributed last.
-pub fn cause_slot(cause: Option<Cause>) -> usize {
-    cause
-        .and_then(|c| Cause::ALL.iter().position(|x| *x == c))
-        .unwrap_or(Cause::ALL.len())
-}
-
-/// The cause of a failure slot.
-pub fn slot_cause(slot: usize) -> Option<Cause> {
-    Cause::ALL.get(slot).copied()
-}
-
-/// A cause's name, `unattributed` for none.
-pub fn cause_label(cause: Option<Cause>) -> &'static str {
-    cause.map_or("unattributed", Cause::as_str)
-}
-
-/// A cause's colour (swimlanes, chips and legend).
-pub fn cause_color(cause: Option<Cause>) -> Rgb {
-    match cause {
-        Some(Cause::EndpointLag) => (106, 27, 154),
-        Some(Cause::KilledInFlight) => (216, 67, 21),
-        Some(Cause::NotReady) => (0, 131, 143),
-        Some(Cause::Capacity) => (21, 101, 192),
-        Some(Cause::Unexplained) => (55, 71, 79),
-        None => (158, 158, 158),
-    }
-}
-
-fn hex((r, g, b): Rgb) -> String {
-    format!("#{r:02x}{g:02x}{b:02x}")
-}
-
-fn chip(cause: Option<Cause>) -> String {
-    format!(
-        "<span class=\"chip\" style=\"background:{}\"></span>{}",
-        hex(cause_color(cause)),
-        cause_label(cause)
-    )
 }
 
 /// Seconds from the load's start, two decimals.
@@ -244,7 +176,7 @@ pub fn lanes(agg: &Aggregate, facts: &RunFacts, r: &Rollout) -> String {
         }
     }
     for slot in &slots {
-        let c = super::rollout::slot_cause(*slot);
+        let c = slot_cause(*slot);
         out.push_str(&format!(
             "<li><span class=\"bar\" style=\"background:{}\"></span>failed: {}</li>",
             hex(cause_color(c)),
@@ -264,7 +196,7 @@ pub fn lanes(agg: &Aggregate, facts: &RunFacts, r: &Rollout) -> String {
         format!(
             " Under each bar, the failed requests sent to that pod, by send time in columns of \
              {} ms, coloured by cause; column height is the count (tallest: {max_col}).",
-            super::html::fmt_num(s.span_us as f64 / 1000.0 / COLUMNS as f64)
+            fmt_num(s.span_us as f64 / 1000.0 / COLUMNS as f64)
         )
     } else {
         String::new()
@@ -437,16 +369,6 @@ pub fn causes(summary: &Summary, r: &Rollout) -> String {
     out
 }
 
-/// The median of sorted values.
-fn median(sorted: &[f64]) -> Option<f64> {
-    let n = sorted.len();
-    match n {
-        0 => None,
-        _ if n % 2 == 1 => Some(sorted[n / 2]),
-        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
-    }
-}
-
 /// Picks one statistic from sorted values.
 type Pick = fn(&[f64]) -> Option<f64>;
 
@@ -499,7 +421,7 @@ pub fn propagation(r: &Rollout) -> String {
     }
     let stats: [(&str, Pick); 3] = [
         ("min", |v| v.first().copied()),
-        ("median", median),
+        ("median", rolltest_core::stats::median),
         ("max", |v| v.last().copied()),
     ];
     for (name, pick) in stats {
@@ -520,6 +442,68 @@ pub fn propagation(r: &Rollout) -> String {
          preStop sleep longer than its max closes the endpoint_lag window."
     };
     out.push_str(&note(note_text));
+    out
+}
+
+/// Most retried requests listed one by one.
+const RETRIED_ROWS: usize = 40;
+
+/// What the ingress's retries did (`summary.retries`): the counts, the
+/// failed tries by error and the retried requests (failed ones first).
+/// Empty when the proxy does not retry.
+pub fn retries(summary: &Summary, r: &Rollout) -> String {
+    let Some(stats) = &summary.retries else {
+        return String::new();
+    };
+    let mut out = String::from("<h2>Ingress retries</h2>\n");
+    out.push_str(&format!("<p>{}.</p>\n", escape(&stats.sentence())));
+    if stats.retried == 0 {
+        out.push_str(&note(
+            "The ingress retries a request on the next upstream after an error or a timeout \
+             before the response header (up to 3 tries); none was needed in this run.",
+        ));
+        return out;
+    }
+    let mut by_error = Table::new(&["failed try", ">tries"]);
+    for (error, n) in &stats.failed_tries_by_error {
+        by_error.row(vec![text(error), num(n.to_string())]);
+    }
+    out.push_str(&by_error.render("retry-errors"));
+    let mut rows: Vec<&RetriedPoint> = r.retried.iter().collect();
+    rows.sort_by_key(|p| (p.failed.is_none(), p.sent_us, p.seq));
+    let mut t = Table::new(&["request", ">sent at (s)", "tries", "result"]);
+    for p in rows.iter().take(RETRIED_ROWS) {
+        let mut chain: Vec<String> = p
+            .failed_tries
+            .iter()
+            .map(|t| format!("{}: {}", t.pod, t.error))
+            .collect();
+        chain.push(p.pod.clone().unwrap_or_else(|| "?".into()));
+        let status = p.status.map(|s| format!(" ({s})")).unwrap_or_default();
+        let result = match p.failed {
+            None => format!("ok{status}"),
+            Some(kind) => format!("failed: {kind}{status}"),
+        };
+        t.row(vec![
+            num(p.seq.to_string()),
+            num(at_s(p.sent_us, r.load_started_us)),
+            text(chain.join(" → ")),
+            text(result),
+        ]);
+    }
+    out.push_str(&t.render("retried"));
+    if rows.len() > RETRIED_ROWS {
+        out.push_str(&note(&format!(
+            "{} more retried requests in records.csv (column failed_tries).",
+            rows.len() - RETRIED_ROWS
+        )));
+    }
+    out.push_str(&note(
+        "Each retried request went to another upstream after a try failed before its response \
+         header (nginx's proxy_next_upstream error timeout). A retry hides the failure from the \
+         client only while another pod can serve; the pods it hit were still in the ingress's \
+         view, which a preStop sleep longer than the propagation prevents.",
+    ));
     out
 }
 
@@ -573,53 +557,4 @@ pub fn findings(r: &Rollout) -> String {
     }
     out.push_str(&t.render("findings"));
     out
-}
-
-/// Styles the rollout sections add (only emitted when they are shown).
-pub const CSS: &str = r#"
-.banner .headline{font-size:16px;font-weight:600;margin:2px 0 0}
-.legend .bar{display:inline-block;width:14px;height:10px;margin-right:6px;vertical-align:middle;border-radius:2px}
-.legend svg{display:inline-block;width:8px;height:16px;border:0;margin-right:6px;vertical-align:middle}.legend svg.wide{width:16px}
-figure svg.lanes{max-width:1000px}
-.chip{display:inline-block;width:10px;height:10px;margin-right:6px;border-radius:2px;vertical-align:baseline}
-table.evidence td:nth-child(5),table.evidence td:nth-child(6){min-width:220px}
-table.evidence td:nth-child(-n+4),table.causes td:nth-child(-n+4),table.findings td:nth-child(-n+3){white-space:nowrap}
-.sev-error{color:var(--fail);font-weight:700}.sev-warning{color:var(--inc);font-weight:700}.sev-info{color:var(--mute)}
-.where,.why{color:var(--mute);font-size:12px}
-code{font:12px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;word-break:break-all}
-"#;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn slots_round_trip() {
-        for c in Cause::ALL {
-            assert_eq!(slot_cause(cause_slot(Some(c))), Some(c));
-        }
-        assert_eq!(slot_cause(cause_slot(None)), None);
-        assert_eq!(cause_slot(None), swimlanes::SLOTS - 1);
-    }
-
-    #[test]
-    fn median_of_even_and_odd() {
-        assert_eq!(median(&[]), None);
-        assert_eq!(median(&[1.0, 2.0, 9.0]), Some(2.0));
-        assert_eq!(median(&[1.0, 2.0, 4.0, 9.0]), Some(3.0));
-    }
-
-    #[test]
-    fn failure_points_come_from_failed_records() {
-        let mut r = RequestRecord::dropped(3, 1_000);
-        assert_eq!(FailurePoint::from_record(&r), None);
-        r.outcome = Outcome::Failed(ErrorKind::Timeout);
-        r.pod = Some("p".into());
-        r.cause = Some(Cause::Capacity);
-        let f = FailurePoint::from_record(&r).expect("failed");
-        assert_eq!(f.sent_us, 1_000);
-        assert_eq!(f.pod.as_deref(), Some("p"));
-        assert_eq!(f.cause, Some(Cause::Capacity));
-        assert_eq!(f.kind, ErrorKind::Timeout);
-    }
 }

@@ -8,11 +8,12 @@ use rolltest_core::{
     verdict::{CheckKind, Verdict},
 };
 
+use crate::html::{
+    Cell, Table, escape, fmt_dec, fmt_ms, fmt_num, fmt_opt, fmt_pct, legend, note, num, text,
+};
+
 use super::{
     charts,
-    html::{
-        Cell, Table, escape, fmt_dec, fmt_ms, fmt_num, fmt_opt, fmt_pct, legend, note, num, text,
-    },
     series::{self, MAX_HISTOGRAM_BINS, Series},
 };
 

@@ -9,13 +9,12 @@ use rolltest_core::{
     summary::{Aggregate, THROUGHPUT_BUCKET_US, ThroughputBucket},
 };
 
+use crate::html::Rgb;
+
 /// Most throughput buckets drawn; longer runs merge adjacent buckets.
 pub const MAX_DRAWN_BUCKETS: usize = 1500;
 /// Most bars in the latency histogram.
 pub const MAX_HISTOGRAM_BINS: usize = 40;
-
-/// An sRGB colour.
-pub type Rgb = (u8, u8, u8);
 
 /// Colour of successful requests.
 pub const OK_COLOR: Rgb = (46, 125, 50);

@@ -1,32 +1,44 @@
-//! The run orchestrator: scenario → run directory → load (and, with a
-//! `[cluster]`, the rollout around it) → summary, report and verdict.
-//! `rolltest load` is a scenario built from flags, so it shares every step
-//! after parsing. `rolltest report` rebuilds the bottom half from a run
-//! directory alone.
+//! The run orchestrator: scenario → run directory → (cluster ∥ load ∥
+//! watchers) on one event stream → records × timeline → correlate →
+//! verdict → outputs. A plain load is a run with no cluster and no actions;
+//! `rolltest load` is a scenario built from flags; `rolltest report` takes
+//! the same finish path from a run directory alone.
 //!
-//! Dependencies run one way: this module only dispatches;
-//! - `load`: a plain load run (`rolltest load`, or `rolltest run` without
-//!   `[cluster]`);
-//! - `rollout`: a rollout under load (it starts its load like `load` does);
-//! - `outcome`: what every run ends with: JUnit, the terminal summary;
-//! - `error`: [`RunError`], and the exit status each maps to.
+//! Modules, each one step, importing one way (down this list):
+//! - `flags`: `rolltest load`'s flags → a scenario;
+//! - `execute`: the one orchestrator (setup, the phases, the facts);
+//! - `cluster`: the cluster stage (start, apply, wait ready, warm up,
+//!   actions, settle, teardown), `setup` what it needs before anything runs
+//!   (manifests, subject, lint), `warmup` the warm-up;
+//! - `phase`: the timed phases as a state machine over a `Window`;
+//! - `dispatch`: the one consumer of the event stream, fanning it out;
+//! - `finish`: evidence → summary → every output (shared with `report`);
+//! - `output`: the outputs, one `Reporter` per file (summary.json,
+//!   report.html, the terminal summary, JUnit).
 
-mod error;
-mod load;
-mod outcome;
-mod rollout;
+mod cluster;
+mod dispatch;
+mod execute;
+mod finish;
+mod flags;
+mod output;
+mod phase;
+mod setup;
+mod warmup;
 
 use std::path::{Path, PathBuf};
 
 use rolltest_core::{ExitStatus, summary::Aggregate};
 
-pub use error::RunError;
-pub use load::{LoadOptions, run_load};
+pub use crate::error::RunError;
+pub use flags::{LoadOptions, run_load};
+pub use setup::{KUBECONFIG, MANIFESTS_DIR};
 
 use crate::{
     rundir::{self, RunDir},
     scenario::{ClusterOverrides, Scenario},
 };
+use finish::Evidence;
 
 /// `rolltest run`.
 #[derive(Debug, Clone)]
@@ -49,40 +61,27 @@ pub struct RunOptions {
 pub fn run_scenario(opts: RunOptions) -> Result<ExitStatus, RunError> {
     let mut scenario = Scenario::load(&opts.scenario)?;
     scenario.apply_overrides(&opts.overrides)?;
-    outcome::check_junit(opts.junit.as_deref())?;
-    if let Some(cluster) = &scenario.cluster {
-        if opts.check_only {
-            let line = rollout::check(&scenario, cluster)?;
-            println!(
-                "{}: ok: scenario {:?}, {} req/s for {}; {line}",
-                opts.scenario.display(),
-                scenario.name,
-                scenario.load.rate,
-                humantime::format_duration(scenario.load.duration),
-            );
-            return Ok(ExitStatus::Pass);
-        }
-        return rollout::execute(
-            &scenario,
-            cluster,
-            opts.out,
-            opts.quiet,
-            opts.junit.as_deref(),
-        );
-    }
+    output::check_junit(opts.junit.as_deref())?;
     if opts.check_only {
+        let what = match &scenario.cluster {
+            Some(cluster) => setup::check(&scenario, cluster)?,
+            None => format!(
+                "({} requests) to {}",
+                scenario.load.scheduled_requests(),
+                scenario.target.url
+            ),
+        };
+        let sep = if scenario.cluster.is_some() { ";" } else { "" };
         println!(
-            "{}: ok: scenario {:?}, {} req/s for {} ({} requests) to {}",
+            "{}: ok: scenario {:?}, {} req/s for {}{sep} {what}",
             opts.scenario.display(),
             scenario.name,
             scenario.load.rate,
             humantime::format_duration(scenario.load.duration),
-            scenario.load.scheduled_requests(),
-            scenario.target.url
         );
         return Ok(ExitStatus::Pass);
     }
-    load::execute(&scenario, opts.out, opts.quiet, opts.junit.as_deref())
+    execute::execute(&scenario, opts.out, opts.quiet, opts.junit.as_deref())
 }
 
 /// Rebuilds summary.json and report.html of a run directory from its saved files.
@@ -96,19 +95,26 @@ pub fn rebuild_report(path: &Path) -> Result<ExitStatus, RunError> {
         dir.read_records(|r| records.push(r))?;
         let timeline: rolltest_core::model::Timeline =
             serde_json::from_str(&dir.read(rundir::TIMELINE)?).map_err(|e| {
-                RunError::Setup(format!(
-                    "{}: not a rolltest timeline: {e}",
-                    dir.file(rundir::TIMELINE).display()
-                ))
+                rundir::RunDirError::Malformed {
+                    path: dir.file(rundir::TIMELINE),
+                    line: e.line() as u64,
+                    message: format!("not a rolltest timeline: {e}"),
+                }
             })?;
         let mode = rolltest_core::correlate::ProxyMode::parse(&cluster.proxy)
             .unwrap_or(rolltest_core::correlate::ProxyMode::External);
-        let summary = rollout::finish(&dir, &facts, &records, &timeline, &scenario, mode)?;
+        let evidence = Evidence::Cluster {
+            records: &records,
+            timeline: &timeline,
+            proxy_mode: mode,
+            read: None,
+        };
+        let summary = finish::finish(&dir, &facts, &scenario, evidence, None)?;
         return Ok(summary.verdict.exit_status());
     }
     let duration_us = (facts.duration_s * 1e6).round() as u64;
     let mut aggregate = Aggregate::new(facts.load_started_us, duration_us);
     dir.read_records(|r| aggregate.add(&r))?;
-    let summary = load::finish(&dir, &facts, &aggregate, &scenario)?;
+    let summary = finish::finish(&dir, &facts, &scenario, Evidence::Load(&aggregate), None)?;
     Ok(summary.verdict.exit_status())
 }

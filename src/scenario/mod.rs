@@ -15,10 +15,11 @@ use std::path::{Path, PathBuf};
 
 pub use cluster::{
     Action, ActionKind, ClusterMode, ClusterModeName, ClusterOverrides, ClusterSpec, EmbeddedSpec,
-    Overridden, ProxyKind,
+    Overridden,
 };
 pub use error::ScenarioError;
 pub use raw::{RawLoad, RawScenario, RawTarget, RawVerdict};
+pub use rolltest_core::model::ProxyKind;
 pub use values::{HttpMethod, HttpUrl, PositiveDuration, Rate};
 
 use rolltest_core::verdict::Limits;

@@ -254,3 +254,32 @@ mod tests {
         assert!("/just/a/path".parse::<HttpUrl>().is_err());
     }
 }
+
+/// A duration that may be zero (`"0s"`, `"10s"`), e.g. an action's offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Offset(pub Duration);
+
+impl<'de> Deserialize<'de> for Offset {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = Offset;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration such as \"10s\" or \"1m 30s\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Offset, E> {
+                if v.trim() == "0" {
+                    return Ok(Offset(Duration::ZERO));
+                }
+                parse_duration(v).map(Offset).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl Serialize for Offset {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_duration(self.0))
+    }
+}

@@ -48,6 +48,9 @@ pub(crate) struct App {
     pub(crate) http: http1::Builder,
     /// While draining, how long a connection must stay idle before it is closed.
     pub(crate) idle_grace: Duration,
+    /// `--idle-timeout`: a connection idle this long is closed, draining or
+    /// not (see `conn.rs`).
+    pub(crate) idle_timeout: Option<Duration>,
     /// Reference point for the nanosecond timestamps below.
     epoch: Instant,
     pod_header: HeaderValue,
@@ -80,18 +83,21 @@ impl App {
         log: Logger,
         work: WorkTime,
         idle_grace: Duration,
+        idle_timeout: Option<Duration>,
     ) -> Result<Self, ServeError> {
         let pod_header =
             HeaderValue::from_str(pod).map_err(|_| ServeError::BadPodName(pod.to_owned()))?;
         let mut http = http1::Builder::new();
         // No header-read timeout (hyper's default of 30s needs a timer and
         // would close idle keep-alive connections, racing with clients
-        // that reuse them); idle connections are only closed by the drain.
+        // that reuse them); idle connections are closed by the drain, or by
+        // `--idle-timeout` in the connection's task when it is set.
         http.keep_alive(true).header_read_timeout(None);
         Ok(App {
             log,
             http,
             idle_grace,
+            idle_timeout,
             epoch: Instant::now(),
             pod_header,
             root_body: Bytes::from(format!("hello from {pod}\n")),
@@ -326,7 +332,7 @@ mod tests {
     #[test]
     fn rejects_pod_names_that_are_not_header_values() {
         let log = Logger::new("x");
-        let err = App::new("bad\nname", log, WorkTime::default(), Duration::ZERO).err();
+        let err = App::new("bad\nname", log, WorkTime::default(), Duration::ZERO, None).err();
         assert!(matches!(err, Some(ServeError::BadPodName(_))));
     }
 }

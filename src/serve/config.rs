@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use super::{dependency::DependencyUrl, error::ServeError};
+use super::{dependency_url::DependencyUrl, error::ServeError};
 
 /// Port used when neither `--listen` nor `PORT` says otherwise.
 pub const DEFAULT_PORT: u16 = 8080;
@@ -147,6 +147,11 @@ pub struct ServeConfig {
     /// While draining, how long a keep-alive connection must stay idle
     /// before the app closes it.
     pub idle_grace: Duration,
+    /// Close a keep-alive connection once no request has been on it for
+    /// this long, draining or not (a server's keep-alive timeout, like
+    /// nginx's `keepalive_timeout` or Go's `IdleTimeout`); `None` keeps idle
+    /// connections open until the drain.
+    pub idle_timeout: Option<Duration>,
     /// Hard cap on draining; connections still open then are cut.
     pub drain_timeout: Duration,
     /// `/healthz` answers 503 once SIGTERM has arrived.
@@ -174,6 +179,7 @@ impl Default for ServeConfig {
             pod_name: None,
             on_sigterm: OnSigterm::Drain,
             idle_grace: Duration::from_secs(1),
+            idle_timeout: None,
             drain_timeout: Duration::from_secs(30),
             fail_readiness_on_sigterm: false,
             startup_delay: Duration::ZERO,

@@ -10,8 +10,21 @@
 //!   (see `app.rs`) and hyper closes after writing it;
 //! - closes an idle connection only once it has been idle for the grace,
 //!   counted from the later of its last request and the drain start.
+//!
+//! With `--idle-timeout` the task also closes a connection, draining or
+//! not, once no request has been on it for that long (counted from the end
+//! of its last request, or from the accept): a server's keep-alive timeout,
+//! which a client reusing the connection can race with. A connection with
+//! a request in flight is never closed by it.
 
-use std::{future::poll_fn, net::SocketAddr, pin::pin, sync::Arc, task::Poll};
+use std::{
+    future::poll_fn,
+    net::SocketAddr,
+    pin::pin,
+    sync::Arc,
+    task::Poll,
+    time::{Duration, Instant},
+};
 
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -38,20 +51,44 @@ pub(crate) async fn serve_connection(
     };
     let mut conn = pin!(app.http.serve_connection(TokioIo::new(stream), service));
 
-    // Serving: poll hyper, and learn about the drain with an atomic load.
-    let reason = {
+    // Serving: poll hyper, learn about the drain with an atomic load, and
+    // watch the idle timeout when there is one.
+    let mut idle = app
+        .idle_timeout
+        .map(|timeout| (timeout, Box::pin(tokio::time::sleep(timeout))));
+    let served = {
         let mut watch = DrainWatch::new(&app);
         poll_fn(|cx| {
             if let Poll::Ready(result) = conn.as_mut().poll(cx) {
-                return Poll::Ready(Some(result));
+                return Poll::Ready(Serving::Ended(result));
             }
             if watch.poll_started(cx) {
-                return Poll::Ready(None);
+                return Poll::Ready(Serving::Drain);
+            }
+            if let Some((timeout, sleep)) = idle.as_mut() {
+                // Each wake-up of the timer looks at the connection again:
+                // idle past the timeout closes it, otherwise the timer moves.
+                while sleep.as_mut().poll(cx).is_ready() {
+                    let now = Instant::now();
+                    let close_at = idle_close_at(&app, &state, *timeout, now);
+                    if close_at <= now {
+                        return Poll::Ready(Serving::IdleTimeout);
+                    }
+                    sleep.as_mut().reset(close_at.into());
+                }
             }
             Poll::Pending
         })
         .await
-        .map(|result| CloseReason::from_result(result, state.sent_close()))
+    };
+    let reason = match served {
+        Serving::Ended(result) => Some(CloseReason::from_result(result, state.sent_close())),
+        Serving::Drain => None,
+        Serving::IdleTimeout => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.as_mut().await;
+            Some(CloseReason::IdleTimeout)
+        }
     };
 
     // Draining: wait for the response in flight or for the idle grace.
@@ -60,11 +97,19 @@ pub(crate) async fn serve_connection(
         None => loop {
             let now = std::time::Instant::now();
             let idle_since = state.last_activity(&app).max(app.drain_started());
-            let close_at = idle_since + app.idle_grace;
+            let grace_at = idle_since + app.idle_grace;
+            // The idle timeout keeps running during the drain.
+            let timeout_at = app
+                .idle_timeout
+                .map(|timeout| idle_close_at(&app, &state, timeout, now));
+            let (close_at, why) = match timeout_at {
+                Some(at) if at < grace_at => (at, CloseReason::IdleTimeout),
+                _ => (grace_at, CloseReason::IdleGrace),
+            };
             if !state.is_busy() && close_at <= now {
                 conn.as_mut().graceful_shutdown();
                 let _ = conn.as_mut().await;
-                break CloseReason::IdleGrace;
+                break why;
             }
             // Busy: its response will close the connection; look again
             // after a grace in case the client keeps it open somehow.
@@ -94,4 +139,25 @@ pub(crate) async fn serve_connection(
         ));
     }
     drop(open);
+}
+
+/// How the serving phase of a connection ended.
+enum Serving {
+    /// hyper finished the connection (client close, error, `Connection: close`).
+    Ended(hyper::Result<()>),
+    /// The drain started.
+    Drain,
+    /// `--idle-timeout` passed with no request on the connection.
+    IdleTimeout,
+}
+
+/// When the idle timeout closes this connection: `timeout` after its last
+/// request ended (or after the accept), or, while a request is in flight,
+/// no earlier than `timeout` from `now` (looked at again then).
+fn idle_close_at(app: &App, state: &ConnState, timeout: Duration, now: Instant) -> Instant {
+    if state.is_busy() {
+        now + timeout
+    } else {
+        state.last_activity(app) + timeout
+    }
 }

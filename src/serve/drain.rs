@@ -86,6 +86,8 @@ impl Drop for OpenConnection {
 pub(crate) enum CloseReason {
     /// The app closed it after it stayed idle for the grace during the drain.
     IdleGrace,
+    /// The app closed it after it stayed idle for `--idle-timeout`.
+    IdleTimeout,
     /// hyper closed it after writing a `Connection: close` response.
     AfterResponse,
     /// The client closed it.
@@ -109,6 +111,7 @@ impl fmt::Display for CloseReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CloseReason::IdleGrace => f.write_str("idle past the grace"),
+            CloseReason::IdleTimeout => f.write_str("idle past the idle timeout"),
             CloseReason::AfterResponse => f.write_str("after a Connection: close response"),
             CloseReason::ByClient => f.write_str("by the client"),
             CloseReason::Error(err) => write!(f, "error: {err}"),

@@ -9,6 +9,8 @@
 //!   connections only after they stayed idle for a grace, finish in-flight
 //!   requests, exit 0), *exit* at once (code 143, in-flight requests cut), or
 //!   *ignore* it.
+//! - `--idle-timeout`: close keep-alive connections that stayed idle that
+//!   long (never by default), so the client-side keep-alive race can happen.
 //! - Misbehaviour on demand: a startup delay before listening, readiness
 //!   that comes late or fails on SIGTERM, a "ready too early" period where
 //!   `/` fails, a crash after a while, and per-request work time.
@@ -31,6 +33,7 @@ mod app;
 mod config;
 mod conn;
 mod dependency;
+mod dependency_url;
 mod drain;
 mod error;
 mod lifecycle;
@@ -43,9 +46,8 @@ pub use config::{
     DEFAULT_PORT, DurationArgError, OnSigterm, ServeConfig, WorkTime, parse_duration,
     parse_work_time, resolve_listen_addr, resolve_pod_name,
 };
-pub use dependency::{
-    CHECK_EVERY, CHECK_TIMEOUT, DependencyUrl, DependencyUrlError, parse_dependency_url,
-};
+pub use dependency::{CHECK_EVERY, CHECK_TIMEOUT};
+pub use dependency_url::{DependencyUrl, DependencyUrlError, parse_dependency_url};
 pub use error::ServeError;
 
 /// Runs the demo app until it ends and returns the process exit code:
@@ -75,6 +77,7 @@ pub fn run(config: ServeConfig) -> Result<u8, ServeError> {
         logger.clone(),
         config.work,
         config.idle_grace,
+        config.idle_timeout,
     )?);
     if config.dependency.is_some() {
         // Down until the first check answers.
@@ -82,12 +85,13 @@ pub fn run(config: ServeConfig) -> Result<u8, ServeError> {
             .store(false, std::sync::atomic::Ordering::Release);
     }
     logger.log(format_args!(
-        "starting (pid {}, listen {addr}, on-sigterm {}, work {}, idle grace {}, drain timeout {}{}{}{}{}{}{})",
+        "starting (pid {}, listen {addr}, on-sigterm {}, work {}, idle grace {}, drain timeout {}{}{}{}{}{}{}{})",
         std::process::id(),
         config.on_sigterm,
         config.work,
         humantime::format_duration(config.idle_grace),
         humantime::format_duration(config.drain_timeout),
+        optional(", idle timeout ", config.idle_timeout.unwrap_or_default()),
         optional(", startup delay ", config.startup_delay),
         optional(", ready delay ", config.ready_delay),
         optional(", broken for ", config.broken_for),

@@ -1,5 +1,8 @@
-//! core/v1 Events about the workload's pods → termination steps, probe
-//! failures and the rest.
+//! core/v1 Events about the workload's pods → probe failures, the
+//! termination steps a kubelet's `Killing` and `FailedPreStopHook` imply, and
+//! the rest. (A kubelet, real or embedded, publishes no Event for SIGTERM,
+//! SIGKILL or the exit; the embedded one's exact record has them,
+//! `kubelet.rs`.)
 
 use std::{
     collections::{HashMap, HashSet},
@@ -83,21 +86,6 @@ fn probe_kind(message: &str) -> &'static str {
     }
 }
 
-/// `(code, signal)` from "Container app exited with code 143 (signal 15)".
-fn parse_exit(message: &str) -> (Option<i32>, Option<i32>) {
-    let code = message
-        .split("with code ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|c| c.parse().ok());
-    let signal = message
-        .split("(signal ")
-        .nth(1)
-        .and_then(|r| r.split(')').next())
-        .and_then(|s| s.trim().parse().ok());
-    (code, signal)
-}
-
 /// The lifecycle kinds one Event stands for (most: one).
 fn kinds(
     reason: &str,
@@ -110,18 +98,6 @@ fn kinds(
         message: message.to_string(),
     };
     match reason {
-        "PreStopStarted" => vec![LifecycleKind::PreStopStarted],
-        "PreStopFinished" => vec![LifecycleKind::PreStopFinished],
-        "SigtermSent" => vec![LifecycleKind::SigtermSent],
-        "SigkillSent" => vec![LifecycleKind::SigkillSent],
-        "ContainerExited" => {
-            let (exit_code, signal) = parse_exit(message);
-            vec![LifecycleKind::ContainerExited {
-                exit_code,
-                signal,
-                reason: None,
-            }]
-        }
         "Unhealthy" => vec![LifecycleKind::ProbeFailed {
             probe: probe_kind(message).to_string(),
             message: message.to_string(),
@@ -136,8 +112,7 @@ fn kinds(
             };
             vec![other(), step]
         }
-        // A real kubelet's failed hook ends the hook (shutdown goes on with
-        // SIGTERM); the embedded kubelet also reports PreStopFinished.
+        // A failed hook ends the hook (shutdown goes on with SIGTERM).
         "FailedPreStopHook" if infer_steps => vec![other(), LifecycleKind::PreStopFinished],
         _ => vec![other()],
     }
@@ -233,18 +208,12 @@ mod tests {
     }
 
     #[test]
-    fn kubelet_steps_map_to_kinds() {
+    fn kubelet_events_map_to_kinds() {
         let mut t = tracker(false);
         let mut out = Vec::new();
         let now = now_micro();
         for (i, (reason, msg)) in [
             ("Killing", "Stopping container app"),
-            ("PreStopStarted", "Running preStop hook of container app"),
-            ("SigtermSent", "Sent SIGTERM to container app (pid 7)"),
-            (
-                "ContainerExited",
-                "Container app exited with code 143 (signal 15)",
-            ),
             (
                 "Unhealthy",
                 "Readiness probe failed: HTTP probe failed with statuscode: 503",
@@ -260,26 +229,9 @@ mod tests {
             );
         }
         let names: Vec<_> = out.iter().map(|e| e.kind.name()).collect();
+        assert_eq!(names, ["other", "probe_failed"]);
         assert_eq!(
-            names,
-            [
-                "other",
-                "pre_stop_started",
-                "sigterm_sent",
-                "container_exited",
-                "probe_failed"
-            ]
-        );
-        assert_eq!(
-            out[3].kind,
-            LifecycleKind::ContainerExited {
-                exit_code: Some(143),
-                signal: Some(15),
-                reason: None
-            }
-        );
-        assert_eq!(
-            out[4].kind,
+            out[1].kind,
             LifecycleKind::ProbeFailed {
                 probe: "readiness".into(),
                 message: "Readiness probe failed: HTTP probe failed with statuscode: 503".into()
@@ -292,6 +244,32 @@ mod tests {
     }
 
     #[test]
+    fn a_legacy_event_has_no_server_time() {
+        let mut t = tracker(true);
+        t.known.insert("api-x-1", false);
+        let now = SystemTime::now();
+        let seconds = k8s_openapi::jiff::Timestamp::try_from(now).expect("now");
+        let e: Event = serde_json::from_value(json!({
+            "metadata": {"name": "api-x-1.1"},
+            "involvedObject": {"kind": "Pod", "name": "api-x-1"},
+            "reason": "Killing", "message": "Stopping container app",
+            "firstTimestamp": format!("{seconds:.0}"),
+            "lastTimestamp": format!("{seconds:.0}"),
+            "eventTime": null, "count": 1,
+            "source": {"component": "kubelet", "host": "embedded-node-1"},
+        }))
+        .expect("event");
+        let mut out = Vec::new();
+        t.apply(&e, 9, &mut out);
+        let names: Vec<_> = out.iter().map(|e| e.kind.name()).collect();
+        assert_eq!(names, ["other", "sigterm_sent"]);
+        assert!(
+            out.iter()
+                .all(|e| e.server_us.is_none() && e.when_us() == 9)
+        );
+    }
+
+    #[test]
     fn history_repeats_and_other_pods_are_skipped() {
         let mut t = tracker(false);
         let mut out = Vec::new();
@@ -299,7 +277,7 @@ mod tests {
             &event(
                 "1",
                 "api-x-1",
-                "SigtermSent",
+                "Unhealthy",
                 "",
                 "2020-01-01T00:00:00.000000Z",
             ),
@@ -307,7 +285,7 @@ mod tests {
             &mut out,
         );
         t.apply(
-            &event("2", "other-1", "SigtermSent", "", &now_micro()),
+            &event("2", "other-1", "Unhealthy", "", &now_micro()),
             1,
             &mut out,
         );

@@ -1,9 +1,12 @@
 //! The lifecycle timeline: kube-runtime watchers that turn every pod,
 //! endpoint, Event, ReplicaSet and Deployment transition of the workload under
 //! test into [`LifecycleEvent`]s on the run clock, and (embedded mode) the
-//! service proxies' reports ([`proxy::ProxyCollector`]).
+//! service proxies' reports ([`proxy::ProxyCollector`]) and the embedded
+//! kubelet's exact record ([`kubelet::KubeletRecord`]).
 //!
-//! [`start`] spawns one task per watched kind on the caller's runtime; each
+//! [`start`] spawns one task per watched kind on the caller's runtime
+//! ([`start_shared`] subscribes to the run's shared watches, `crate::k8s::Watches`,
+//! instead of opening its own for the kinds the waits watch too); each
 //! keeps a small per-object state (a few flags and numbers per pod, never the
 //! objects themselves) and emits an event for every transition it sees:
 //!
@@ -11,7 +14,8 @@
 //! | --- | --- |
 //! | Pods (label selector) | `PodCreated`, `PodScheduled`, `PodIp`, `ContainerStarted`, `PodReady`, `PodNotReady`, `DeletionRequested`, `ContainerExited`, `PodDeleted` |
 //! | EndpointSlices (`kubernetes.io/service-name`) | `EndpointChanged`, `EndpointRemoved`, `EndpointsCount` |
-//! | Events (`involvedObject.kind=Pod`, pods of the Deployment) | `PreStopStarted`, `PreStopFinished`, `SigtermSent`, `SigkillSent`, `ContainerExited`, `ProbeFailed`, `Other` |
+//! | Events (`involvedObject.kind=Pod`, pods of the Deployment) | `ProbeFailed` (`Unhealthy`), `Other`; inferred from a kubelet's `Killing` "Stopping container": `PreStopStarted` (a pod with a preStop hook) or `SigtermSent`; from `FailedPreStopHook`: `PreStopFinished` |
+//! | (embedded) the kubelet's exact record | `PreStopStarted`, `PreStopFinished`, `SigtermSent`, `SigkillSent`, `ContainerExited` (`source: kubelet`, the instant itself) |
 //! | ReplicaSets (label selector) | `ReplicaSetScaled` |
 //! | the Deployment (`metadata.name`) | `DeploymentStatus` |
 //!
@@ -25,10 +29,12 @@
 //! kubelet's Events carry only `lastTimestamp`, in seconds: `None`).
 //! Separate watches are separate connections, so events from different
 //! sources can be observed a few ms out of their true order (measured on
-//! the embedded cluster: the pod watch is the slowest). A container's exit is reported twice when both sources see it: by
-//! the pod watch (`source: pod`, `finishedAt`, second precision on real
-//! clusters) and by the embedded kubelet's `ContainerExited` Event (`source:
-//! event`, microsecond `eventTime`); the sources tell them apart.
+//! the embedded cluster: the pod watch is the slowest). In embedded mode a
+//! termination step is reported twice: as a real kubelet lets rolltest infer
+//! it (`Killing` → `source: event`; the exit from the pod watch, `source:
+//! pod`, after the kubelet's 1 s relist) and by the exact record (`source:
+//! kubelet`); the sources tell them apart, and the correlator prefers the
+//! exact one.
 //!
 //! Watch errors are retried by kube-runtime with its default back-off; they
 //! are collected (collapsed per watch and message) and returned by
@@ -36,6 +42,7 @@
 
 mod endpoints;
 mod events;
+pub mod kubelet;
 mod pods;
 pub mod proxy;
 mod workload;
@@ -55,14 +62,15 @@ use k8s_openapi::{
     },
     jiff::Timestamp,
 };
-use kube::{
-    Api, Client, Resource, ResourceExt,
-    runtime::{WatchStreamExt, watcher},
-};
-use serde::de::DeserializeOwned;
-use tokio::{sync::mpsc::UnboundedSender, task::JoinHandle};
+use kube::{Api, Client, ResourceExt, runtime::watcher};
+use tokio::task::JoinHandle;
 
 use rolltest_core::model::{LifecycleEvent, RunClock, Timeline};
+
+use crate::{
+    events::LifecycleSink,
+    k8s::watches::{Shared, WatchItem, Watched, Watches},
+};
 
 /// What to watch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,12 +81,12 @@ pub struct WatchTarget {
     pub pod_selector: String,
     /// The Service whose EndpointSlices to watch (`None`: no endpoint watch).
     pub service: Option<String>,
-    /// The cluster's kubelet reports only `Killing`, not each termination
-    /// step (every real cluster; `false` for the embedded cluster, whose
-    /// kubelet reports `PreStopStarted`, `SigtermSent`...). When set, a
-    /// `Killing` "Stopping container" Event also yields `PreStopStarted` for
-    /// a pod with a preStop hook, else `SigtermSent`: that is the moment a
-    /// real kubelet starts the sequence.
+    /// Infer the termination steps from a kubelet's `Killing` (every
+    /// cluster: the embedded kubelet publishes what a real one does; its
+    /// exact record comes separately). When set, a `Killing` "Stopping
+    /// container" Event also yields `PreStopStarted` for a pod with a preStop
+    /// hook, else `SigtermSent`: that is the moment a real kubelet starts the
+    /// sequence.
     pub infer_steps_from_killing: bool,
 }
 
@@ -142,13 +150,58 @@ impl Drop for WatchHandle {
 }
 
 /// Starts the watchers on the current Tokio runtime; every event goes to
-/// `tx`. Must be called from within a runtime.
-pub fn start(
+/// `tx` (the run's stream, or a channel). Must be called from within a
+/// runtime.
+pub fn start<S: LifecycleSink>(
     client: Client,
     namespace: &str,
     target: WatchTarget,
     clock: RunClock,
-    tx: UnboundedSender<LifecycleEvent>,
+    tx: S,
+) -> WatchHandle {
+    start_on(None, client, namespace, target, clock, tx)
+}
+
+/// [`start`], subscribing to the run's shared [`Watches`] for every kind
+/// they carry with the same selection (the Deployment, its ReplicaSets and
+/// pods, the Service's EndpointSlices) instead of opening a watch of its
+/// own; the Events watch is always its own. A late subscriber is handed the
+/// objects as a fresh list first, so the trackers see what their own watch
+/// would have listed.
+pub fn start_shared<S: LifecycleSink>(
+    watches: &Watches,
+    client: Client,
+    target: WatchTarget,
+    clock: RunClock,
+    tx: S,
+) -> WatchHandle {
+    let namespace = watches.namespace.clone();
+    start_on(Some(watches), client, &namespace, target, clock, tx)
+}
+
+/// The subscription to a shared watch, or (`None`) a watch of its own.
+fn feed<K: Watched>(
+    shared: Option<&Shared<K>>,
+    own: impl FnOnce() -> Shared<K>,
+) -> (Feed<K>, Option<Shared<K>>) {
+    match shared {
+        Some(s) => (Box::pin(s.events()), None),
+        None => {
+            let s = own();
+            (Box::pin(s.events()), Some(s))
+        }
+    }
+}
+
+type Feed<K> = std::pin::Pin<Box<dyn futures_util::Stream<Item = WatchItem<K>> + Send>>;
+
+fn start_on<S: LifecycleSink>(
+    watches: Option<&Watches>,
+    client: Client,
+    namespace: &str,
+    target: WatchTarget,
+    clock: RunClock,
+    tx: S,
 ) -> WatchHandle {
     let errors = Errors::default();
     let known = KnownPods::default();
@@ -160,33 +213,56 @@ pub fn start(
         tx: tx.clone(),
         errors: errors.clone(),
     };
+    // The shared watches serve only the same selection.
+    let same = watches.filter(|w| {
+        w.deployment == target.deployment
+            && w.selector == target.pod_selector
+            && w.namespace == namespace
+    });
 
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let config = watcher::Config::default().labels(&target.pod_selector);
+    let (pods, own) = feed(same.map(|w| &w.pods), || {
+        Shared::start(
+            Api::<Pod>::namespaced(client.clone(), namespace),
+            watcher::Config::default().labels(&target.pod_selector),
+            "pods",
+        )
+    });
     tasks.push(tokio::spawn(run(
         pods,
-        config,
+        own,
         ctx("pods"),
         pods::PodTracker::new(clock, known.clone()),
     )));
 
     if let Some(service) = &target.service {
-        let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), namespace);
-        let config =
-            watcher::Config::default().labels(&format!("kubernetes.io/service-name={service}"));
+        let shared = same
+            .filter(|w| w.service.as_ref() == Some(service))
+            .and_then(|w| w.slices.as_ref());
+        let (slices, own) = feed(shared, || {
+            Shared::start(
+                Api::<EndpointSlice>::namespaced(client.clone(), namespace),
+                watcher::Config::default().labels(&format!("kubernetes.io/service-name={service}")),
+                "endpointslices",
+            )
+        });
         tasks.push(tokio::spawn(run(
             slices,
-            config,
+            own,
             ctx("endpointslices"),
             endpoints::SliceTracker::default(),
         )));
     }
 
-    let events: Api<Event> = Api::namespaced(client.clone(), namespace);
-    let config = watcher::Config::default().fields("involvedObject.kind=Pod");
+    let (events, own) = feed(None, || {
+        Shared::start(
+            Api::<Event>::namespaced(client.clone(), namespace),
+            watcher::Config::default().fields("involvedObject.kind=Pod"),
+            "events",
+        )
+    });
     tasks.push(tokio::spawn(run(
         events,
-        config,
+        own,
         ctx("events"),
         events::EventTracker::new(
             clock,
@@ -197,20 +273,30 @@ pub fn start(
         ),
     )));
 
-    let replicasets: Api<ReplicaSet> = Api::namespaced(client.clone(), namespace);
-    let config = watcher::Config::default().labels(&target.pod_selector);
+    let (replicasets, own) = feed(same.map(|w| &w.replicasets), || {
+        Shared::start(
+            Api::<ReplicaSet>::namespaced(client.clone(), namespace),
+            watcher::Config::default().labels(&target.pod_selector),
+            "replicasets",
+        )
+    });
     tasks.push(tokio::spawn(run(
         replicasets,
-        config,
+        own,
         ctx("replicasets"),
         workload::ReplicaSetTracker::default(),
     )));
 
-    let deployments: Api<Deployment> = Api::namespaced(client, namespace);
-    let config = watcher::Config::default().fields(&format!("metadata.name={}", target.deployment));
+    let (deployments, own) = feed(same.map(|w| &w.deployments), || {
+        Shared::start(
+            Api::<Deployment>::namespaced(client.clone(), namespace),
+            watcher::Config::default().fields(&format!("metadata.name={}", target.deployment)),
+            "deployments",
+        )
+    });
     tasks.push(tokio::spawn(run(
         deployments,
-        config,
+        own,
         ctx("deployments"),
         workload::DeploymentTracker::default(),
     )));
@@ -240,45 +326,46 @@ pub(crate) trait Tracker<K> {
     );
 }
 
-struct Ctx {
+struct Ctx<S> {
     resource: &'static str,
     clock: RunClock,
-    tx: UnboundedSender<LifecycleEvent>,
+    tx: S,
     errors: Errors,
 }
 
-/// One watch: kube-runtime's watcher with its default back-off, fed to a
-/// tracker; ends when the receiver is gone or the task is aborted.
-async fn run<K, T>(api: Api<K>, config: watcher::Config, ctx: Ctx, mut tracker: T)
+/// One watch's events (a shared watch's subscription, or its own watch,
+/// `own`, kept alive here), fed to a tracker; ends when the receiver is gone
+/// or the task is aborted.
+async fn run<K, T, S>(mut feed: Feed<K>, own: Option<Shared<K>>, ctx: Ctx<S>, mut tracker: T)
 where
-    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+    K: Watched,
     T: Tracker<K>,
+    S: LifecycleSink,
 {
-    let stream = watcher(api, config).default_backoff();
-    let mut stream = std::pin::pin!(stream);
+    let _own = own;
     let mut out = Vec::new();
     let mut listed: Option<HashSet<String>> = None;
-    while let Some(item) = stream.next().await {
+    while let Some(item) = feed.next().await {
         let at_us = ctx.clock.micros(Instant::now());
         match item {
-            Ok(watcher::Event::Apply(obj)) => tracker.apply(&obj, at_us, &mut out),
-            Ok(watcher::Event::Delete(obj)) => tracker.delete(&obj, at_us, &mut out),
-            Ok(watcher::Event::Init) => listed = Some(HashSet::new()),
-            Ok(watcher::Event::InitApply(obj)) => {
+            WatchItem::Event(watcher::Event::Apply(obj)) => tracker.apply(&obj, at_us, &mut out),
+            WatchItem::Event(watcher::Event::Delete(obj)) => tracker.delete(&obj, at_us, &mut out),
+            WatchItem::Event(watcher::Event::Init) => listed = Some(HashSet::new()),
+            WatchItem::Event(watcher::Event::InitApply(obj)) => {
                 if let Some(l) = listed.as_mut() {
                     l.insert(obj.name_any());
                 }
                 tracker.apply(&obj, at_us, &mut out);
             }
-            Ok(watcher::Event::InitDone) => {
+            WatchItem::Event(watcher::Event::InitDone) => {
                 if let Some(l) = listed.take() {
                     tracker.retain_listed(&l, at_us, &mut out);
                 }
             }
-            Err(e) => ctx.errors.record(ctx.resource, e.to_string(), at_us),
+            WatchItem::Error(e) => ctx.errors.record(ctx.resource, e.to_string(), at_us),
         }
         for e in out.drain(..) {
-            if ctx.tx.send(e).is_err() {
+            if !ctx.tx.send_lifecycle(e) {
                 return;
             }
         }

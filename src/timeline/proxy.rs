@@ -27,11 +27,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use rolltest_minicluster::proxy::{ConnectionEnd, Endpoint, Outcome, ProxyEvent, ProxyReason};
-use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use rolltest_minicluster::proxy::{
+    ConnectionEnd, Endpoint, Outcome, ProxyEvent, ProxyReason, UpstreamError,
+};
+use tokio::sync::mpsc::UnboundedReceiver;
 
 use rolltest_core::model::{
-    EventSource, LifecycleEvent, LifecycleKind, ProxyFailure, ProxyOutcome, ProxyRecord, RunClock,
+    EventSource, FailedTry, LifecycleEvent, LifecycleKind, ProxyFailure, ProxyOutcome, ProxyRecord,
+    RunClock, TryError,
 };
 
 /// Two applications of the same set this close together (by the proxies'
@@ -102,6 +105,7 @@ impl ProxyCollector {
                 pod,
                 start_us: self.clock.micros(start),
                 end_us: self.clock.micros(end),
+                failed_tries: failed_tries(&outcome),
                 outcome: convert(&outcome),
             }),
         }
@@ -186,22 +190,22 @@ impl ProxyCollector {
         self.view = set;
     }
 
-    /// Reads `rx` until it closes, sending lifecycle events to `events` and
-    /// records to `records` (a closed receiver just drops what would go
-    /// there). Returns the collector for a last look at its view.
+    /// Reads `rx` until it closes, sending the lifecycle events and records
+    /// it makes of the reports to the run's stream. Returns the collector
+    /// for a last look at its view.
     pub async fn run(
         mut self,
         mut rx: UnboundedReceiver<ProxyEvent>,
-        events: UnboundedSender<LifecycleEvent>,
-        records: UnboundedSender<ProxyRecord>,
+        events: crate::events::Events,
     ) -> ProxyCollector {
+        use crate::events::RunEvent;
         let mut out = Vec::new();
         while let Some(ev) = rx.recv().await {
             if let Some(r) = self.handle(ev, &mut out) {
-                let _ = records.send(r);
+                events.send(RunEvent::Proxy(r));
             }
             for e in out.drain(..) {
-                let _ = events.send(e);
+                events.send(RunEvent::Lifecycle(e));
             }
         }
         self
@@ -246,9 +250,44 @@ pub fn convert(outcome: &Outcome) -> ProxyOutcome {
                 status: *status,
                 reason: ProxyFailure::BackendGone,
             },
+            ProxyReason::Timeout => ProxyOutcome::Proxy {
+                status: *status,
+                reason: ProxyFailure::Timeout,
+            },
             ProxyReason::BadRequest => ProxyOutcome::ClientGone,
         },
         Outcome::ClientGone => ProxyOutcome::ClientGone,
+    }
+}
+
+/// The tries of an l7 request before its last one (each failed and was
+/// retried), in the shared model; none for L4 or a request tried once.
+pub fn failed_tries(outcome: &Outcome) -> Vec<FailedTry> {
+    let Outcome::Response { tries, .. } = outcome else {
+        return Vec::new();
+    };
+    let Some((_last, earlier)) = tries.split_last() else {
+        return Vec::new();
+    };
+    earlier
+        .iter()
+        .filter_map(|t| {
+            Some(FailedTry {
+                pod: t.pod.clone(),
+                error: try_error(t.error?),
+            })
+        })
+        .collect()
+}
+
+fn try_error(error: UpstreamError) -> TryError {
+    match error {
+        UpstreamError::ConnectRefused => TryError::ConnectRefused,
+        UpstreamError::ConnectTimeout => TryError::ConnectTimeout,
+        UpstreamError::ConnectError => TryError::ConnectError,
+        UpstreamError::Reset => TryError::Reset,
+        UpstreamError::ReadTimeout => TryError::ReadTimeout,
+        UpstreamError::BodyCut => TryError::BodyCut,
     }
 }
 
@@ -256,7 +295,17 @@ pub fn convert(outcome: &Outcome) -> ProxyOutcome {
 mod tests {
     use std::{net::SocketAddr, sync::Arc};
 
+    use rolltest_minicluster::proxy::UpstreamTry;
+
     use super::*;
+
+    fn tried(pod: &str, error: Option<UpstreamError>) -> UpstreamTry {
+        UpstreamTry {
+            pod: pod.into(),
+            addr: SocketAddr::from(([127, 0, 1, 9], 8080)),
+            error,
+        }
+    }
 
     fn ep(pod: &str, port: u16, ready: bool, terminating: bool) -> Endpoint {
         Endpoint {
@@ -379,7 +428,10 @@ mod tests {
                     outcome: Outcome::Response {
                         status: 502,
                         proxy: Some(ProxyReason::BackendClosed),
-                        attempts: 1,
+                        tries: vec![
+                            tried("api-0", Some(UpstreamError::ConnectRefused)),
+                            tried("api-1", Some(UpstreamError::Reset)),
+                        ],
                     },
                 },
                 &mut out,
@@ -395,7 +447,11 @@ mod tests {
                 outcome: ProxyOutcome::Proxy {
                     status: 502,
                     reason: ProxyFailure::BackendGone
-                }
+                },
+                failed_tries: vec![FailedTry {
+                    pod: "api-0".into(),
+                    error: TryError::ConnectRefused
+                }],
             }
         );
         assert!(out.is_empty());
@@ -409,9 +465,23 @@ mod tests {
             convert(&Outcome::Response {
                 status: 200,
                 proxy: None,
-                attempts: 1
+                tries: vec![tried("api-1", None)],
             }),
             ProxyOutcome::Backend { status: 200 }
+        );
+        assert_eq!(failed_tries(&l4), []);
+        let timed_out = Outcome::Response {
+            status: 504,
+            proxy: Some(ProxyReason::Timeout),
+            tries: vec![tried("api-1", Some(UpstreamError::ReadTimeout))],
+        };
+        assert_eq!(failed_tries(&timed_out), [], "tried once: not retried");
+        assert_eq!(
+            convert(&timed_out),
+            ProxyOutcome::Proxy {
+                status: 504,
+                reason: ProxyFailure::Timeout
+            }
         );
     }
 }

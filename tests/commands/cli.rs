@@ -488,9 +488,10 @@ fn ctrl_c_stops_the_run_writes_everything_and_exits_4() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait until records are on disk, then interrupt.
+    // Wait until 50 records are on disk (a header and 50 rows), then
+    // interrupt.
     let started = Instant::now();
-    while fs::read_to_string(out_dir.join("records.csv")).map_or(0, |t| t.lines().count()) < 50 {
+    while fs::read_to_string(out_dir.join("records.csv")).map_or(0, |t| t.lines().count()) < 51 {
         assert!(
             started.elapsed() < Duration::from_secs(20),
             "no records appeared"

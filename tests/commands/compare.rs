@@ -118,6 +118,7 @@ fn write_run(dir: &Path, spec: &Spec) {
             pod: Some("api-1".into()),
             conn: Some(0),
             cause: None,
+            failed_tries: Vec::new(),
         };
         if let Some((_, cause)) = fail {
             r.status = Some(502);
@@ -233,7 +234,7 @@ fn write_run(dir: &Path, spec: &Spec) {
     }
 }
 
-fn naive(tmp: &Path) -> PathBuf {
+pub(crate) fn naive(tmp: &Path) -> PathBuf {
     let mut s = Spec::new("naive");
     s.failures = (0..10)
         .map(|i| (100_000 + i * 20_000, Cause::EndpointLag))
@@ -251,7 +252,7 @@ fn naive(tmp: &Path) -> PathBuf {
     dir
 }
 
-fn fixed(tmp: &Path) -> PathBuf {
+pub(crate) fn fixed(tmp: &Path) -> PathBuf {
     let mut s = Spec::new("fixed");
     s.pre_stop_ms = Some(3000);
     s.lint = vec![finding(

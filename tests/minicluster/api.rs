@@ -23,13 +23,16 @@ use rolltest_minicluster::{
 use serde_json::json;
 use tempfile::TempDir;
 
-struct Harness {
-    cluster: EmbeddedCluster,
+/// An embedded cluster running real `rolltest serve` pods, with its
+/// kubeconfig on disk for the machine's kubectl (also used by `verbs` and
+/// `pdb`).
+pub(crate) struct Harness {
+    pub(crate) cluster: EmbeddedCluster,
     dir: TempDir,
 }
 
 impl Harness {
-    async fn start() -> Harness {
+    pub(crate) async fn start() -> Harness {
         let cluster = EmbeddedCluster::start(&ClusterOptions {
             demo_binary: Some(env!("CARGO_BIN_EXE_rolltest").into()),
             ..ClusterOptions::default()
@@ -41,12 +44,21 @@ impl Harness {
         Harness { cluster, dir }
     }
 
+    /// Stops the cluster and its pods.
+    pub(crate) async fn shutdown(self) {
+        self.cluster.shutdown().await;
+    }
+
+    pub(crate) fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     fn kubeconfig(&self) -> PathBuf {
         self.dir.path().join("kubeconfig")
     }
 
     /// Runs kubectl with this cluster's kubeconfig and a private discovery cache.
-    async fn kubectl(&self, args: &[&str]) -> Output {
+    pub(crate) async fn kubectl(&self, args: &[&str]) -> Output {
         let mut cmd = tokio::process::Command::new("kubectl");
         cmd.arg("--kubeconfig")
             .arg(self.kubeconfig())
@@ -54,13 +66,14 @@ impl Harness {
             .arg(self.dir.path().join("cache"))
             .args(args)
             .kill_on_drop(true);
-        tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        tokio::time::timeout(Duration::from_secs(120), cmd.output())
             .await
             .expect("kubectl timed out")
             .expect("kubectl runs")
     }
 
-    async fn ok(&self, args: &[&str]) -> String {
+    /// Runs kubectl, which must succeed; its stdout.
+    pub(crate) async fn ok(&self, args: &[&str]) -> String {
         let out = self.kubectl(args).await;
         assert!(
             out.status.success(),

@@ -303,6 +303,74 @@ async fn recreate_removes_every_old_pod_before_starting_new_ones() {
     let _ = kubelet.await;
 }
 
+/// Scale-down picks pods with upstream's ranking (`ActivePodsWithRanks`):
+/// a lower `controller.kubernetes.io/pod-deletion-cost` goes first, before
+/// "ready most recently" is asked; the pod chosen here has been ready the
+/// longest, which the old newest-first ranking kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_down_deletes_the_lowest_pod_deletion_cost_first() {
+    let (store, stop, kubelet, controllers) = control_plane(Duration::from_millis(100));
+    let (deployments, pods) = (kind("apps", "deployments"), kind("", "pods"));
+    store
+        .create(
+            deployments,
+            "default",
+            deployment("rank", 3, json!({"type": "RollingUpdate"})),
+        )
+        .expect("create");
+    wait_for(&store, "rollout", |s| rolled_out(s, "rank", 3)).await;
+    let mut names: Vec<String> = store
+        .list(pods, Some("default"))
+        .0
+        .iter()
+        .map(|p| util::name(p).to_string())
+        .collect();
+    names.sort();
+    let cheap = names[0].clone();
+    store
+        .update(pods, "default", &cheap, |p| {
+            p["metadata"]["annotations"] =
+                json!({"controller.kubernetes.io/pod-deletion-cost": "-10"});
+            p["status"]["conditions"][1]["lastTransitionTime"] = json!("2020-01-01T00:00:00Z");
+            Ok(())
+        })
+        .expect("annotate");
+    store
+        .update(deployments, "default", "rank", |d| {
+            d["spec"]["replicas"] = json!(2);
+            Ok(())
+        })
+        .expect("scale");
+    wait_for(&store, "one pod terminating", |s| {
+        s.list(pods, Some("default"))
+            .0
+            .iter()
+            .any(|p| !p["metadata"]["deletionTimestamp"].is_null())
+            || s.get(pods, "default", &cheap).is_none()
+    })
+    .await;
+    let deleting: Vec<String> = store
+        .list(pods, Some("default"))
+        .0
+        .iter()
+        .filter(|p| !p["metadata"]["deletionTimestamp"].is_null())
+        .map(|p| util::name(p).to_string())
+        .collect();
+    let gone = store.get(pods, "default", &cheap).is_none();
+    assert!(
+        gone || deleting == vec![cheap.clone()],
+        "deleted {deleting:?}, expected {cheap}"
+    );
+    wait_for(&store, "two pods left", |s| {
+        s.list(pods, Some("default")).0.len() == 2
+    })
+    .await;
+    assert!(store.get(pods, "default", &cheap).is_none());
+    stop.store(true, Ordering::Relaxed);
+    controllers.stop();
+    let _ = kubelet.await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpointslices_and_pdb_status_follow_pods() {
     let (store, stop, kubelet, controllers) = control_plane(Duration::from_secs(2));
@@ -537,7 +605,7 @@ async fn kubectl_rollout_status_and_drain_blocked_by_pdb_with_real_pods() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_proxies_follow_endpointslices() {
     use rolltest_minicluster::{
-        proxy::{Propagation, ProxyMode},
+        proxy::{Propagation, ProxyMode, SyncRunner},
         services::ServiceProxies,
     };
     // A real app on a loopback pod IP, and a port for the "NodePort".
@@ -572,8 +640,9 @@ async fn service_proxies_follow_endpointslices() {
         ProxyMode::L7 {
             retry_connect_errors: false,
         },
-        Propagation::fixed(Duration::from_millis(200)),
+        SyncRunner::start(Propagation::fixed(Duration::from_millis(200))).expect("runner"),
         tx,
+        Arc::default(),
     )
     .expect("proxies");
     wait_for(&store, "listeners", |_| proxies.addresses().len() == 2).await;

@@ -1,19 +1,21 @@
 //! The embedded kubelet with real `rolltest serve` processes on loopback:
 //! pods are created directly in a `Store` (bound to `embedded-node-1`) and
-//! the tests watch status, events and processes: start and readiness, the
-//! graceful termination sequence (preStop → SIGTERM → SIGKILL), crash loops,
-//! liveness restarts, unmapped images, force deletes and shutdown.
+//! the tests watch status, events, the kubelet's exact record and processes:
+//! start and readiness, the graceful termination sequence (preStop → SIGTERM
+//! → SIGKILL), crash loops, liveness restarts, unmapped images, force deletes
+//! and shutdown; the Events as a real kubelet records them and the exit in
+//! the status after the relist.
 
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpStream},
     path::PathBuf,
-    sync::{Arc, OnceLock},
+    sync::{Arc, Mutex, OnceLock},
     time::{Duration, Instant, SystemTime},
 };
 
 use rolltest_minicluster::{
-    kubelet::{ImageMap, Kubelet, KubeletConfig, KubeletHandle},
+    kubelet::{ImageMap, Kubelet, KubeletConfig, KubeletHandle, KubeletSignal, SignalKind},
     process::IpAllocator,
     resources::ResourceKind,
     store::{EventType, Store},
@@ -40,7 +42,23 @@ fn events_kind() -> &'static ResourceKind {
 struct Harness {
     store: Arc<Store>,
     kubelet: Option<KubeletHandle>,
+    /// The exact record so far.
+    exact: Arc<Mutex<Vec<KubeletSignal>>>,
     _dir: TempDir,
+}
+
+/// An instant as wall time.
+fn wall(at: Instant) -> SystemTime {
+    let (now, wall_now) = (Instant::now(), SystemTime::now());
+    wall_now - now.saturating_duration_since(at)
+}
+
+/// When the kubelet created an Event: its name is `<pod>.<hex nanos>`.
+fn created(e: &Value) -> SystemTime {
+    let name = e["metadata"]["name"].as_str().expect("name");
+    let hex = name.rsplit('.').next().expect("suffix");
+    let nanos = u128::from_str_radix(hex, 16).expect("hex nanos");
+    SystemTime::UNIX_EPOCH + Duration::from_nanos(u64::try_from(nanos).expect("fits"))
 }
 
 impl Harness {
@@ -48,17 +66,27 @@ impl Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Arc::new(Store::new());
         let images = ImageMap::with_demo_default(PathBuf::from(env!("CARGO_BIN_EXE_rolltest")));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let kubelet = Kubelet::start(KubeletConfig {
             store: store.clone(),
             nodes: vec![NODE.to_string(), "embedded-node-2".to_string()],
             images: Arc::new(images),
             work_dir: dir.path().join("pods"),
             ips: ips(),
+            signals: Some(tx),
         })
         .expect("kubelet starts");
+        let exact = Arc::new(Mutex::new(Vec::new()));
+        let sink = exact.clone();
+        tokio::spawn(async move {
+            while let Some(s) = rx.recv().await {
+                sink.lock().expect("lock").push(s);
+            }
+        });
         Harness {
             store,
             kubelet: Some(kubelet),
+            exact,
             _dir: dir,
         }
     }
@@ -101,22 +129,43 @@ impl Harness {
             .expect("graceful delete");
     }
 
-    /// The pod's events as (eventTime, type, reason, message), in time order.
+    /// The pod's Events (when created, type, reason, message) merged with
+    /// its exact record (type `Exact`, reasons `PreStopStarted`,
+    /// `PreStopFinished`, `SigtermSent`, `SigkillSent`, `ContainerExited`),
+    /// in time order.
     fn events(&self, pod: &str) -> Vec<(SystemTime, String, String, String)> {
         let (items, _) = self.store.list(events_kind(), Some("default"));
         let mut events: Vec<_> = items
             .iter()
             .filter(|e| e["involvedObject"]["name"] == pod)
             .map(|e| {
-                let at = e["eventTime"].as_str().expect("eventTime");
                 (
-                    humantime::parse_rfc3339(at).expect("eventTime parses"),
+                    created(e),
                     e["type"].as_str().unwrap_or("").to_string(),
                     e["reason"].as_str().unwrap_or("").to_string(),
                     e["message"].as_str().unwrap_or("").to_string(),
                 )
             })
             .collect();
+        for s in self
+            .exact
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|s| s.pod == pod)
+        {
+            let (reason, message) = match s.kind {
+                SignalKind::PreStopStarted => ("PreStopStarted", String::new()),
+                SignalKind::PreStopFinished => ("PreStopFinished", String::new()),
+                SignalKind::Sigterm => ("SigtermSent", String::new()),
+                SignalKind::Sigkill => ("SigkillSent", String::new()),
+                SignalKind::Exited { code, signal } => (
+                    "ContainerExited",
+                    format!("code {} signal {}", code.unwrap_or(-1), signal.unwrap_or(0)),
+                ),
+            };
+            events.push((wall(s.at), "Exact".into(), reason.into(), message));
+        }
         events.sort_by_key(|e| e.0);
         events
     }
@@ -372,25 +421,31 @@ async fn graceful_delete_runs_pre_stop_before_sigterm_then_deletes() {
         assert_eq!(condition(&last, "Ready").as_deref(), Some("False"));
 
         let events = h.events(name);
-        let order: Vec<&str> = events
-            .iter()
-            .map(|e| e.2.as_str())
-            .filter(|r| {
-                [
-                    "Killing",
-                    "PreStopStarted",
-                    "PreStopFinished",
-                    "SigtermSent",
-                    "SigkillSent",
-                    "ContainerExited",
-                ]
-                .contains(r)
-            })
-            .collect();
+        // The Events (stamped when the worker recorded them, a few ms after
+        // the step) and the exact record (stamped with the instant), each
+        // in its own order.
+        let order = |type_: &str| -> Vec<&str> {
+            events
+                .iter()
+                .filter(|e| (e.1 == "Exact") == (type_ == "Exact"))
+                .map(|e| e.2.as_str())
+                .filter(|r| {
+                    [
+                        "Killing",
+                        "PreStopStarted",
+                        "PreStopFinished",
+                        "SigtermSent",
+                        "SigkillSent",
+                        "ContainerExited",
+                    ]
+                    .contains(r)
+                })
+                .collect()
+        };
+        assert_eq!(order("Normal"), ["Killing"], "{name}");
         assert_eq!(
-            order,
+            order("Exact"),
             [
-                "Killing",
                 "PreStopStarted",
                 "PreStopFinished",
                 "SigtermSent",
@@ -595,11 +650,12 @@ async fn force_delete_and_shutdown_leave_no_process() {
         pids.push(pid_of(&pod).expect("pid"));
     }
     assert!(pids.iter().all(|&p| alive(p)));
-    // Grace 0 / force delete: the object is gone at once, the process dies.
+    // Grace 0 / force delete: the object is gone at once; the process dies
+    // after the kubelet's minimum grace (SIGTERM, ignored, then SIGKILL 2 s on).
     h.store
         .delete(pods(), "default", "a", None)
         .expect("force delete");
-    until("a's process gone", Duration::from_secs(3), || {
+    until("a's process gone", Duration::from_secs(6), || {
         (!alive(pids[0])).then_some(())
     })
     .await;
@@ -701,27 +757,39 @@ async fn failing_pre_stop_is_reported_and_shutdown_continues() {
     })
     .await;
     let events = h.events("hooked");
-    let steps: Vec<(&str, &str)> = events
-        .iter()
-        .skip_while(|e| e.2 != "Killing")
-        .map(|e| (e.1.as_str(), e.2.as_str()))
-        .collect();
+    let steps = |exact: bool| -> Vec<(&str, &str)> {
+        events
+            .iter()
+            .skip_while(|e| e.2 != "Killing" && e.2 != "PreStopStarted")
+            .filter(|e| (e.1 == "Exact") == exact)
+            .map(|e| (e.1.as_str(), e.2.as_str()))
+            .collect()
+    };
     assert_eq!(
-        steps,
+        steps(false),
+        [("Normal", "Killing"), ("Warning", "FailedPreStopHook")]
+    );
+    assert_eq!(
+        steps(true),
         [
-            ("Normal", "Killing"),
-            ("Normal", "PreStopStarted"),
-            ("Normal", "PreStopFinished"),
-            ("Warning", "FailedPreStopHook"),
-            ("Normal", "SigtermSent"),
-            ("Normal", "ContainerExited"),
+            ("Exact", "PreStopStarted"),
+            ("Exact", "PreStopFinished"),
+            ("Exact", "SigtermSent"),
+            ("Exact", "ContainerExited"),
         ]
     );
     let failed = events
         .iter()
         .find(|e| e.2 == "FailedPreStopHook")
         .expect("event");
-    assert_eq!(failed.3, "PreStopHook failed");
+    assert!(
+        failed
+            .3
+            .starts_with("Exec lifecycle hook ([sh -c echo nope; exit 3]) for Container \"app\" in Pod \"hooked_default(")
+            && failed.3.contains(")\" failed - error: command "),
+        "{}",
+        failed.3
+    );
     h.shutdown().await;
 }
 
@@ -768,5 +836,307 @@ async fn startup_probe_gates_started_and_ready() {
         .filter(|e| e.3.starts_with("Startup probe failed: "))
         .count();
     assert!(failures >= 1, "the app listens only after 1 s");
+    h.shutdown().await;
+}
+
+/// Probes run on the kubelet's ticker (prober `worker.go`): a readiness
+/// probe whose trigger at start falls inside `initialDelaySeconds` (1 s)
+/// first runs on the next tick of its 3 s ticker, not when the delay ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_inside_its_initial_delay_waits_for_the_next_tick() {
+    let h = Harness::start();
+    let created = Instant::now();
+    h.create(
+        "tick",
+        json!({"readinessProbe": {"tcpSocket": {"port": "http"},
+                                  "initialDelaySeconds": 1, "periodSeconds": 3}}),
+        json!({}),
+    );
+    until("Ready", Duration::from_secs(8), || {
+        h.pod("tick")
+            .filter(|p| condition(p, "Ready").as_deref() == Some("True"))
+    })
+    .await;
+    let took = created.elapsed();
+    assert!(
+        took >= Duration::from_millis(2_500),
+        "Ready after {took:?}: the first probe ran before the tick at 3 s"
+    );
+    h.shutdown().await;
+}
+
+/// Runs a pod that ignores SIGTERM and has a 10 s preStop sleep (merged with
+/// `spec`) until its app answers; its pid.
+async fn stubborn_with_pre_stop(h: &Harness, name: &str, spec: Value) -> i32 {
+    h.create(
+        name,
+        json!({"args": ["--on-sigterm", "ignore"],
+               "lifecycle": {"preStop": {"sleep": {"seconds": 10}}}}),
+        spec,
+    );
+    let pod = until("Running", Duration::from_secs(5), || {
+        h.pod(name).filter(|p| p["status"]["phase"] == "Running")
+    })
+    .await;
+    let addr: SocketAddr = format!("{}:8080", pod["status"]["podIP"].as_str().expect("ip"))
+        .parse()
+        .expect("addr");
+    until("app listening", Duration::from_secs(5), || {
+        http_get(addr, "/livez").ok()
+    })
+    .await;
+    pid_of(&pod).expect("pid")
+}
+
+/// `terminationGracePeriodSeconds: 0` (a delete that removes the object at
+/// once) still gets the kubelet's 1 s grace (pod_workers.go
+/// `calculateEffectiveGracePeriod`): the preStop hook is cut after 1 s, then
+/// SIGTERM, then SIGKILL after killContainer's 2 s minimum.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grace_zero_still_gets_one_second_and_two_after_sigterm() {
+    let h = Harness::start();
+    let pid = stubborn_with_pre_stop(&h, "zero", json!({"terminationGracePeriodSeconds": 0})).await;
+    rolltest_minicluster::api::graceful_delete_pod(&h.store, "default", "zero", None, None)
+        .expect("delete");
+    assert!(
+        h.pod("zero").is_none(),
+        "grace 0 removes the object at once"
+    );
+    until("SigkillSent", Duration::from_secs(8), || {
+        h.event("zero", "SigkillSent")
+    })
+    .await;
+    until("process gone", Duration::from_secs(5), || {
+        (!alive(pid)).then_some(())
+    })
+    .await;
+    let at = |reason: &str| h.event("zero", reason).map(|e| e.0).expect(reason);
+    let pre_stop = at("SigtermSent")
+        .duration_since(at("PreStopStarted"))
+        .expect("order");
+    assert!(
+        pre_stop >= Duration::from_millis(900) && pre_stop < Duration::from_millis(2500),
+        "preStop ran {pre_stop:?}"
+    );
+    let after_sigterm = at("SigkillSent")
+        .duration_since(at("SigtermSent"))
+        .expect("order");
+    assert!(
+        after_sigterm >= Duration::from_millis(1900),
+        "SIGKILL {after_sigterm:?} after SIGTERM"
+    );
+    h.shutdown().await;
+}
+
+/// A second delete with a shorter grace restarts the kill with the shorter
+/// deadline (the pod worker cancels the running kill and kills anew): a
+/// second `Killing`, preStop cut at the new 2 s, SIGKILL 2 s after SIGTERM,
+/// the pod gone long before the first delete's 30 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shorter_second_delete_restarts_the_kill() {
+    let h = Harness::start();
+    let pid = stubborn_with_pre_stop(&h, "twice", json!({})).await;
+    let mut live = h
+        .store
+        .watch(pods(), Some("default"), Some(h.store.version()))
+        .expect("watch")
+        .live;
+    rolltest_minicluster::api::graceful_delete_pod(&h.store, "default", "twice", Some(30), None)
+        .expect("first delete");
+    until("PreStopStarted", Duration::from_secs(3), || {
+        h.event("twice", "PreStopStarted")
+    })
+    .await;
+    let first = h.pod("twice").expect("pod");
+    rolltest_minicluster::api::graceful_delete_pod(&h.store, "default", "twice", Some(2), None)
+        .expect("second delete");
+    let second = h.pod("twice").expect("pod");
+    assert_eq!(second["metadata"]["deletionGracePeriodSeconds"], 2);
+    // The API server counts the shorter grace from the first delete.
+    let stamp = |p: &Value| {
+        humantime::parse_rfc3339(p["metadata"]["deletionTimestamp"].as_str().expect("stamp"))
+            .expect("rfc3339")
+    };
+    let moved = stamp(&first)
+        .duration_since(stamp(&second))
+        .expect("earlier");
+    assert!(
+        moved >= Duration::from_secs(27) && moved <= Duration::from_secs(29),
+        "deletionTimestamp moved back {moved:?}"
+    );
+    deleted(&mut live, "twice", Duration::from_secs(10)).await;
+    assert!(!alive(pid));
+    let events = h.events("twice");
+    let count = |reason: &str| events.iter().filter(|e| e.2 == reason).count();
+    assert_eq!(count("Killing"), 2, "{events:?}");
+    assert_eq!(count("PreStopStarted"), 2, "{events:?}");
+    let last = |reason: &str| {
+        events
+            .iter()
+            .rev()
+            .find(|e| e.2 == reason)
+            .map(|e| e.0)
+            .expect(reason)
+    };
+    let pre_stop = last("SigtermSent")
+        .duration_since(last("PreStopStarted"))
+        .expect("order");
+    assert!(
+        pre_stop >= Duration::from_millis(1900) && pre_stop < Duration::from_millis(3500),
+        "second preStop ran {pre_stop:?}"
+    );
+    let after_sigterm = last("SigkillSent")
+        .duration_since(last("SigtermSent"))
+        .expect("order");
+    assert!(
+        after_sigterm >= Duration::from_millis(1900),
+        "SIGKILL {after_sigterm:?} after SIGTERM"
+    );
+    h.shutdown().await;
+}
+
+/// Everything a pod's deletion publishes: the Events as a real kubelet's
+/// legacy recorder writes them (no `eventTime`, seconds, `source.host`), no
+/// Event for SIGTERM or the exit; the exit in the status one relist (~1 s)
+/// after the exact record's exit, with second-precision times; the final
+/// delete after that status write; the exact record's moments in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_publishes_what_a_real_kubelet_does() {
+    let h = Harness::start();
+    h.create(
+        "real",
+        json!({"args": ["--on-sigterm", "drain", "--idle-grace", "100ms"],
+               "lifecycle": {"preStop": {"sleep": {"seconds": 1}}}}),
+        json!({"terminationGracePeriodSeconds": 10}),
+    );
+    until("Running", Duration::from_secs(5), || {
+        h.pod("real").filter(|p| p["status"]["phase"] == "Running")
+    })
+    .await;
+    let mut live = h
+        .store
+        .watch(pods(), Some("default"), Some(h.store.version()))
+        .expect("watch")
+        .live;
+    h.delete("real", 10);
+    // Every write of the pod until its deletion, with when it was seen.
+    let mut writes: Vec<(Instant, EventType, Arc<Value>)> = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match live.recv().await {
+                Ok(ev)
+                    if std::ptr::eq(ev.resource, pods())
+                        && ev.object["metadata"]["name"] == "real" =>
+                {
+                    writes.push((Instant::now(), ev.kind, ev.object.clone()));
+                    if ev.kind == EventType::Deleted {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => panic!("watch failed: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("deleted in time");
+
+    // The exact record: preStop, SIGTERM, exit, in order.
+    let exact: Vec<KubeletSignal> = h
+        .exact
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|s| s.pod == "real")
+        .cloned()
+        .collect();
+    let kinds: Vec<SignalKind> = exact.iter().map(|s| s.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            SignalKind::PreStopStarted,
+            SignalKind::PreStopFinished,
+            SignalKind::Sigterm,
+            SignalKind::Exited {
+                code: Some(0),
+                signal: None
+            }
+        ]
+    );
+    assert!(exact.windows(2).all(|w| w[0].at <= w[1].at));
+    let pre_stop = exact[2].at - exact[0].at;
+    assert!(
+        pre_stop >= Duration::from_millis(950) && pre_stop < Duration::from_millis(1800),
+        "SIGTERM {pre_stop:?} after the preStop start"
+    );
+    let exit = exact[3].at;
+
+    // The exit shows in the status after the relist, not before.
+    let (seen, _, terminated) = writes
+        .iter()
+        .find(|(_, _, p)| !container(p)["state"]["terminated"].is_null())
+        .expect("a status write with the container terminated");
+    let delay = seen.saturating_duration_since(exit);
+    assert!(
+        delay >= Duration::from_millis(900) && delay < Duration::from_millis(2500),
+        "terminated state {delay:?} after the exit (relist 1 s)"
+    );
+    let t = &container(terminated)["state"]["terminated"];
+    for field in ["startedAt", "finishedAt"] {
+        let v = t[field].as_str().expect(field);
+        assert!(
+            v.len() == "2024-01-01T00:00:00Z".len() && v.ends_with('Z'),
+            "{field} {v}: seconds precision"
+        );
+    }
+    // The final delete comes after the terminal status write.
+    let kinds: Vec<EventType> = writes.iter().map(|w| w.1).collect();
+    assert_eq!(kinds.last(), Some(&EventType::Deleted), "{kinds:?}");
+    let before_delete = &writes[writes.len() - 2];
+    assert_eq!(before_delete.1, EventType::Modified);
+    assert_eq!(before_delete.2["status"]["phase"], "Succeeded");
+
+    // The Events: a real kubelet's reasons, messages and fields.
+    let (items, _) = h.store.list(events_kind(), Some("default"));
+    let events: Vec<&Arc<Value>> = items
+        .iter()
+        .filter(|e| e["involvedObject"]["name"] == "real")
+        .collect();
+    let reasons: Vec<&str> = events.iter().filter_map(|e| e["reason"].as_str()).collect();
+    for r in ["Pulled", "Created", "Started", "Killing"] {
+        assert!(reasons.contains(&r), "{r} in {reasons:?}");
+    }
+    for r in [
+        "PreStopStarted",
+        "PreStopFinished",
+        "SigtermSent",
+        "SigkillSent",
+        "ContainerExited",
+    ] {
+        assert!(!reasons.contains(&r), "no {r} Event: {reasons:?}");
+    }
+    for e in &events {
+        assert!(e["eventTime"].is_null(), "eventTime unset: {e}");
+        assert_eq!(e["count"], 1, "{e}");
+        assert_eq!(
+            e["source"],
+            json!({"component": "kubelet", "host": NODE}),
+            "{e}"
+        );
+        assert_eq!(e["reportingComponent"], "kubelet", "{e}");
+        assert_eq!(e["reportingInstance"], NODE, "{e}");
+        let first = e["firstTimestamp"].as_str().expect("firstTimestamp");
+        assert_eq!(e["lastTimestamp"].as_str(), Some(first), "{e}");
+        assert!(
+            humantime::parse_rfc3339(first).is_ok() && !first.contains('.'),
+            "seconds precision: {first}"
+        );
+    }
+    let killing = events
+        .iter()
+        .find(|e| e["reason"] == "Killing")
+        .expect("Killing");
+    assert_eq!(killing["message"], "Stopping container app");
+    assert_eq!(killing["type"], "Normal");
     h.shutdown().await;
 }

@@ -10,7 +10,8 @@
 //!   └─► summary::Aggregate ─────────────────────────────┐
 //! model::Timeline (LifecycleEvents on the run clock)    │
 //!   + model::ProxyRecord (embedded proxy)               │
-//!   └─► correlate::{attribute, groups, propagation}     │
+//!   └─► correlate::Correlation (facts built once)       │
+//!         ::{attribute, groups, propagation}            │
 //!         ─► model::{Attribution, CauseGroup, PodPropagation}
 //!                                                       ▼
 //!                    summary::Summary::build ─► verdict::judge ─► Verdict ─► ExitStatus
@@ -20,12 +21,16 @@
 //!   evidence and lint findings;
 //! - [`correlate`]: every failed request gets exactly one cause and a pod;
 //! - [`summary`]: the fold over records and the `summary.json` shape;
+//! - [`knobs`]: the knobs that fix each cause and the fix texts;
+//! - [`stats`]: the one median;
 //! - [`verdict`]: limits × figures → checks → pass, fail or inconclusive;
 //! - [`exit`]: the exit codes, part of rolltest's contract.
 
 pub mod correlate;
 pub mod exit;
+pub mod knobs;
 pub mod model;
+pub mod stats;
 pub mod summary;
 pub mod verdict;
 

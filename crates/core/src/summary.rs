@@ -11,7 +11,10 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    model::{Cause, CauseGroup, ErrorKind, Finding, Outcome, PodPropagation, RequestRecord},
+    model::{
+        Cause, CauseGroup, ErrorKind, Finding, Outcome, PodPropagation, ProxyKind, ProxyMode,
+        RequestRecord,
+    },
     verdict::{self, Check, Figures, Limits, Verdict},
 };
 
@@ -380,6 +383,10 @@ pub struct Summary {
     /// → proxy, per pod that was deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub propagation: Option<PropagationStats>,
+    /// What the ingress's retries did (embedded `ingress-nginx`, or any run
+    /// whose records carry retries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<RetryStats>,
     /// Every check of the verdict.
     pub checks: Vec<Check>,
     /// Why the run proves nothing, when the verdict is inconclusive.
@@ -411,12 +418,91 @@ impl PropagationStats {
     pub fn new(pods: Vec<PodPropagation>) -> Self {
         let mut totals: Vec<f64> = pods.iter().filter_map(PodPropagation::total_ms).collect();
         totals.sort_by(f64::total_cmp);
-        let median_ms = (!totals.is_empty()).then(|| totals[totals.len() / 2]);
+        let median_ms = crate::stats::median(&totals);
         PropagationStats {
             max_ms: totals.last().copied(),
             median_ms,
             pods,
         }
+    }
+}
+
+/// `summary.json` `retries`: requests the ingress sent to more than one
+/// upstream ([`RequestRecord::failed_tries`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryStats {
+    /// Requests retried at least once.
+    pub retried: u64,
+    /// Of those, ok in the end: failures the retries hid.
+    pub ok_after_retry: u64,
+    /// Of those, failed in the end.
+    pub failed_after_retry: u64,
+    /// Retried requests that ended ok, by tries in all (`"2"`, `"3"`).
+    pub ok_by_tries: BTreeMap<String, u64>,
+    /// Retried requests that failed, by tries in all.
+    pub failed_by_tries: BTreeMap<String, u64>,
+    /// The failed tries by why they failed (`connect_refused`, `reset`, ...).
+    pub failed_tries_by_error: BTreeMap<String, u64>,
+}
+
+impl RetryStats {
+    /// The statistics of `records` for a run through `mode`: `None` unless
+    /// the proxy is `ingress-nginx` or some record was retried.
+    pub fn for_run(mode: ProxyMode, records: &[RequestRecord]) -> Option<RetryStats> {
+        let nginx = mode == ProxyMode::Embedded(ProxyKind::IngressNginx);
+        let mut stats = RetryStats::default();
+        for r in records.iter().filter(|r| r.retried()) {
+            stats.retried += 1;
+            let tries = (r.failed_tries.len() + 1).to_string();
+            let by_tries = match r.outcome {
+                Outcome::Failed(_) => {
+                    stats.failed_after_retry += 1;
+                    &mut stats.failed_by_tries
+                }
+                Outcome::Ok | Outcome::Dropped => {
+                    stats.ok_after_retry += 1;
+                    &mut stats.ok_by_tries
+                }
+            };
+            *by_tries.entry(tries).or_default() += 1;
+            for t in &r.failed_tries {
+                *stats
+                    .failed_tries_by_error
+                    .entry(t.error.as_str().to_owned())
+                    .or_default() += 1;
+            }
+        }
+        (nginx || stats.retried > 0).then_some(stats)
+    }
+
+    /// One line: "127 requests succeeded only after a retry; 3 failed after
+    /// 3 tries".
+    pub fn sentence(&self) -> String {
+        let requests = |n: u64| if n == 1 { "request" } else { "requests" };
+        let ok = match self.ok_after_retry {
+            0 => "no request needed a retry to succeed".to_owned(),
+            n => format!("{n} {} succeeded only after a retry", requests(n)),
+        };
+        let tries = |t: &str| if t == "1" { "try" } else { "tries" };
+        let failed = match self.failed_by_tries.len() {
+            0 => "none failed after a retry".to_owned(),
+            1 => self
+                .failed_by_tries
+                .iter()
+                .map(|(t, n)| format!("{n} failed after {t} {}", tries(t)))
+                .collect(),
+            _ => format!(
+                "{} failed after retries ({})",
+                self.failed_after_retry,
+                self.failed_by_tries
+                    .iter()
+                    .rev()
+                    .map(|(t, n)| format!("{n} after {t} {}", tries(t)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        format!("{ok}; {failed}")
     }
 }
 
@@ -508,6 +594,14 @@ impl Summary {
                 other => format!("generator check {other} failed"),
             });
         }
+        // A rollout run's disruption that did not go as asked.
+        let problems = facts
+            .cluster
+            .as_ref()
+            .map(|c| c.problems.clone())
+            .unwrap_or_default();
+        let (verdict, from_problems) = verdict::with_problems(verdict, &problems);
+        inconclusive_reasons.extend(from_problems);
         Summary {
             verdict,
             scenario: facts.scenario.clone(),
@@ -543,12 +637,17 @@ impl Summary {
                 .collect(),
             pods: agg.pods.clone(),
             connections: facts.connections,
-            lint: Vec::new(),
+            lint: facts
+                .cluster
+                .as_ref()
+                .map(|c| c.findings.clone())
+                .unwrap_or_default(),
             causes: Vec::new(),
             propagation: None,
+            retries: None,
             checks,
             inconclusive_reasons,
-            problems: Vec::new(),
+            problems,
             rolltest_version: facts.rolltest_version.clone(),
         }
     }
@@ -570,7 +669,51 @@ mod tests {
             pod: Some("p1".into()),
             conn: Some(0),
             cause: None,
+            failed_tries: Vec::new(),
         }
+    }
+
+    #[test]
+    fn retry_stats_count_what_the_retries_hid_and_what_failed_after_them() {
+        use crate::model::{FailedTry, TryError};
+        let tried = |pod: &str, error| FailedTry {
+            pod: pod.into(),
+            error,
+        };
+        let mut records: Vec<RequestRecord> = (0..5).map(|i| ok(i, i * 1000, 0, 10)).collect();
+        records[1].failed_tries = vec![tried("a", TryError::ConnectRefused)];
+        records[2].failed_tries = vec![
+            tried("a", TryError::ConnectRefused),
+            tried("b", TryError::Reset),
+        ];
+        records[3].outcome = Outcome::Failed(ErrorKind::Http5xx);
+        records[3].failed_tries = records[2].failed_tries.clone();
+        let nginx = ProxyMode::Embedded(ProxyKind::IngressNginx);
+        let stats = RetryStats::for_run(nginx, &records).expect("ingress-nginx has stats");
+        assert_eq!(
+            (
+                stats.retried,
+                stats.ok_after_retry,
+                stats.failed_after_retry
+            ),
+            (3, 2, 1)
+        );
+        assert_eq!(stats.ok_by_tries.get("2"), Some(&1));
+        assert_eq!(stats.ok_by_tries.get("3"), Some(&1));
+        assert_eq!(stats.failed_by_tries.get("3"), Some(&1));
+        assert_eq!(stats.failed_tries_by_error.get("connect_refused"), Some(&3));
+        assert_eq!(stats.failed_tries_by_error.get("reset"), Some(&2));
+        assert_eq!(
+            stats.sentence(),
+            "2 requests succeeded only after a retry; 1 failed after 3 tries"
+        );
+        // Other proxies: only when something was retried.
+        assert_eq!(RetryStats::for_run(ProxyMode::L7, &records[4..]), None);
+        assert!(RetryStats::for_run(ProxyMode::L7, &records).is_some());
+        assert_eq!(
+            RetryStats::for_run(nginx, &records[4..]).map(|s| s.sentence()),
+            Some("no request needed a retry to succeed; none failed after a retry".to_owned())
+        );
     }
 
     fn facts(rate: f64, secs: f64) -> RunFacts {
@@ -587,6 +730,34 @@ mod tests {
             rolltest_version: "test".into(),
             cluster: None,
         }
+    }
+
+    #[test]
+    fn cluster_problems_reach_the_summary_and_its_verdict() {
+        let mut agg = Aggregate::new(0, 1_000_000);
+        for i in 0..100 {
+            agg.add(&ok(i, i * 10_000, 50, 1_000));
+        }
+        let problem = "action 0 (drain-node) failed: timed out".to_string();
+        let mut f = facts(100.0, 1.0);
+        f.cluster = Some(ClusterFacts {
+            mode: "embedded".into(),
+            namespace: "default".into(),
+            deployment: "api".into(),
+            service: None,
+            proxy: "l7".into(),
+            findings: Vec::new(),
+            asked_duration_s: 1.0,
+            problems: vec![problem.clone()],
+            context: None,
+            server: None,
+            kubeconfig: None,
+            overrides: None,
+        });
+        let s = Summary::build(&f, &agg, &Limits::default());
+        assert_eq!(s.verdict, Verdict::Inconclusive);
+        assert_eq!(s.problems, vec![problem.clone()]);
+        assert_eq!(s.inconclusive_reasons, vec![problem]);
     }
 
     #[test]

@@ -201,9 +201,44 @@ pub fn judge(limits: &Limits, f: &Figures) -> (Verdict, Vec<Check>) {
     (verdict, checks)
 }
 
+/// The rule for a disruption that did not go as asked (an action failed,
+/// the rollout never settled, a watch broke): a run that would pass proves
+/// nothing and is inconclusive, with each problem as a reason; failures
+/// already seen are evidence whatever happened after, so a failing run stays
+/// failed (and an inconclusive one inconclusive). Returns the verdict and the
+/// inconclusive reasons it adds.
+pub fn with_problems(verdict: Verdict, problems: &[String]) -> (Verdict, Vec<String>) {
+    if verdict == Verdict::Pass && !problems.is_empty() {
+        (Verdict::Inconclusive, problems.to_vec())
+    } else {
+        (verdict, Vec::new())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn problems_make_a_pass_inconclusive_and_leave_a_fail_failed() {
+        let problems = vec!["the rollout did not settle: timed out".to_string()];
+        assert_eq!(
+            with_problems(Verdict::Pass, &problems),
+            (Verdict::Inconclusive, problems.clone())
+        );
+        assert_eq!(
+            with_problems(Verdict::Fail, &problems),
+            (Verdict::Fail, Vec::new())
+        );
+        assert_eq!(
+            with_problems(Verdict::Inconclusive, &problems),
+            (Verdict::Inconclusive, Vec::new())
+        );
+        assert_eq!(
+            with_problems(Verdict::Pass, &[]),
+            (Verdict::Pass, Vec::new())
+        );
+    }
 
     fn healthy() -> Figures {
         Figures {

@@ -368,6 +368,7 @@ impl Client {
                 .and_then(|v| v.to_str().ok().map(str::to_string)),
             conn: exchange.conn,
             cause: None,
+            failed_tries: Vec::new(),
         });
         self.live.in_flight.fetch_sub(1, Ordering::AcqRel);
     }

@@ -9,9 +9,9 @@ use serde_json::json;
 use super::{
     api::{self, ApiState},
     controllers::Controllers,
-    kubelet::{ImageMap, Kubelet, KubeletConfig, KubeletError, KubeletHandle},
+    kubelet::{ImageMap, Kubelet, KubeletConfig, KubeletError, KubeletHandle, KubeletSignal},
     process::IpAllocator,
-    proxy::{Propagation, ProxyEvent, ProxyMode},
+    proxy::{Propagation, ProxyEvent, ProxyMode, SyncRunner},
     resources::ResourceKind,
     server::{ApiServer, Credentials, ServerError},
     services::{ServiceAddress, ServiceProxies},
@@ -30,12 +30,16 @@ pub struct ClusterOptions {
     pub nodes: u32,
     /// Serve plain HTTP without authentication (debugging only).
     pub insecure_http: bool,
-    /// How Services forward traffic (`l4` like kube-proxy, `l7` like an ingress).
+    /// How Services forward traffic (`l4` like kube-proxy, `l7` like an
+    /// ingress, `IngressNginx` like ingress-nginx).
     pub proxy: ProxyMode,
     /// How long a proxy takes to apply an endpoint change.
     pub propagation: Propagation,
     /// Where the proxies' attribution records go (`None`: discarded).
     pub proxy_events: Option<tokio::sync::mpsc::UnboundedSender<ProxyEvent>>,
+    /// Where the kubelet's exact record goes (preStop start and end,
+    /// SIGTERM, SIGKILL, exit, to the instant; `None`: not kept).
+    pub kubelet_signals: Option<tokio::sync::mpsc::UnboundedSender<KubeletSignal>>,
     /// Image → local command rules (the `rolltest-demo*` default is always added).
     pub images: ImageMap,
     /// The rolltest binary that runs `rolltest-demo*` images (`serve`);
@@ -45,10 +49,14 @@ pub struct ClusterOptions {
     pub work_dir: Option<PathBuf>,
 }
 
-/// Default endpoint propagation delay, like a small kind cluster's.
+/// Default endpoint propagation, `40ms..1040ms`: kube-proxy's sync period
+/// with kind's `minSyncPeriod: 1s`, after about 40 ms of watch delivery and
+/// iptables-restore, so that an EndpointSlice change is applied 0.04-1.04 s
+/// after its write (`scripts/realk8s` measured median 0.54 s, max 0.90 s on
+/// a kind-like cluster); see [`crate::proxy::propagation`].
 pub const DEFAULT_PROPAGATION: Propagation = Propagation {
-    min: std::time::Duration::from_secs(1),
-    max: std::time::Duration::from_secs(2),
+    min: std::time::Duration::from_millis(40),
+    max: std::time::Duration::from_millis(1040),
 };
 
 impl Default for ClusterOptions {
@@ -60,6 +68,7 @@ impl Default for ClusterOptions {
             proxy: ProxyMode::L4,
             propagation: DEFAULT_PROPAGATION,
             proxy_events: None,
+            kubelet_signals: None,
             images: ImageMap::new(),
             demo_binary: None,
             work_dir: None,
@@ -96,6 +105,9 @@ pub enum ClusterError {
     /// The temporary work directory could not be made.
     #[error("cannot create the cluster's work directory: {0}")]
     WorkDir(#[source] std::io::Error),
+    /// The service proxies' sync runner could not start its thread.
+    #[error("cannot start the service proxies' sync runner: {0}")]
+    ProxySync(#[source] std::io::Error),
     /// The executable's own path is unknown (needed to run rolltest-demo images).
     #[error("cannot find the rolltest executable to run rolltest-demo images: {0}")]
     Executable(#[source] std::io::Error),
@@ -131,8 +143,17 @@ impl EmbeddedCluster {
                 tx
             }
         };
-        let proxies =
-            ServiceProxies::start(store.clone(), options.proxy, options.propagation, events);
+        let runner = SyncRunner::start(options.propagation).map_err(ClusterError::ProxySync)?;
+        // One pod network: the kubelet allocates and tears down addresses,
+        // the proxies see which are gone.
+        let ips = Arc::new(IpAllocator::new());
+        let proxies = ServiceProxies::start(
+            store.clone(),
+            options.proxy,
+            runner,
+            events,
+            Arc::clone(&ips),
+        );
         let (work_dir, temp_dir) = match &options.work_dir {
             Some(dir) => (dir.clone(), None),
             None => {
@@ -156,7 +177,8 @@ impl EmbeddedCluster {
                 .collect(),
             images: Arc::new(images),
             work_dir,
-            ips: Arc::new(IpAllocator::new()),
+            ips,
+            signals: options.kubelet_signals.clone(),
         })?;
         let logs = kubelet.log_index();
         let _ = state

@@ -26,15 +26,17 @@
 //!   with one resourceVersion counter and resumable watches;
 //! - [`api`], [`server`]: the HTTP API kube-rs and kubectl use (discovery,
 //!   list/watch, patches, subresources, eviction, Table output, Status
-//!   errors), over HTTPS with the cluster's CA, client certificates and a token;
+//!   errors; bodies in JSON or Kubernetes protobuf), over HTTPS with the cluster's CA, client certificates and a token;
 //! - [`controllers`]: deployment, replicaset, scheduler, endpointslice,
 //!   disruption and garbage collection, run in-process on store changes;
 //! - [`kubelet`], [`process`]: pods as processes in their own process groups
 //!   on loopback IPs, probes, restarts, and the kubelet's termination
 //!   sequence; nothing outlives rolltest;
 //! - [`proxy`], [`services`]: a proxy per Service port (`l4` like kube-proxy,
-//!   `l7` like an ingress) that applies endpoint changes only after a
-//!   propagation delay, recording who served every connection or request.
+//!   `l7` like an ingress, `IngressNginx` like ingress-nginx with its
+//!   retries and sync rate) that applies endpoint changes only after a
+//!   propagation delay, recording who served every connection or request
+//!   (and, for l7, every upstream tried).
 
 pub mod api;
 pub mod cluster;

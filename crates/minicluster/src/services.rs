@@ -1,8 +1,9 @@
 //! Runs a service proxy per Service port — on the Service's loopback
 //! ClusterIP and, for NodePort Services, on 127.0.0.1:nodePort — and feeds
 //! each one the endpoints of the Service's EndpointSlice as they are written.
-//! Each proxy then applies a change only after its propagation delay, which
-//! is the race a rollout test exercises.
+//! The listeners share one sync runner, which applies a change only after
+//! its propagation delay and in batches on its sync period, as kube-proxy
+//! does: that delay is the race a rollout test exercises.
 
 use std::{
     collections::HashMap,
@@ -19,7 +20,8 @@ use tokio::{
 
 use super::{
     controllers::util,
-    proxy::{Endpoint, Propagation, ProxyEvent, ProxyMode, ServiceProxy},
+    process::IpAllocator,
+    proxy::{Endpoint, ProxyEvent, ProxyMode, ServiceProxy, SyncRunner},
     resources::ResourceKind,
     store::Store,
 };
@@ -52,12 +54,17 @@ pub struct ServiceProxies {
 }
 
 impl ServiceProxies {
-    /// Starts the manager on the current runtime.
+    /// Starts the manager on the current runtime. Every listener shares
+    /// `runner`, so all of them apply endpoint changes in the same syncs, as
+    /// one kube-proxy syncs every Service at once. `network` is the pods'
+    /// (the kubelet's allocator): new connections to the addresses it tore
+    /// down go unanswered, as on a real network.
     pub fn start(
         store: Arc<Store>,
         mode: ProxyMode,
-        propagation: Propagation,
+        runner: SyncRunner,
         events: mpsc::UnboundedSender<ProxyEvent>,
+        network: Arc<IpAllocator>,
     ) -> Option<ServiceProxies> {
         let services = ResourceKind::find("", "v1", "services")?;
         let slices = ResourceKind::find("discovery.k8s.io", "v1", "endpointslices")?;
@@ -67,15 +74,13 @@ impl ServiceProxies {
         let task = tokio::spawn(async move {
             let mut running: HashMap<(String, u16, SocketAddr), Running> = HashMap::new();
             loop {
-                sync(
-                    &store,
-                    services,
-                    slices,
+                let start = Start {
                     mode,
-                    propagation,
-                    &events,
-                    &mut running,
-                );
+                    runner: &runner,
+                    events: &events,
+                    network: &network,
+                };
+                sync(&store, services, slices, &start, &mut running);
                 let list: Vec<ServiceAddress> =
                     running.values().map(|r| r.address.clone()).collect();
                 *shared.lock().unwrap_or_else(|e| e.into_inner()) = list;
@@ -145,17 +150,28 @@ fn endpoints_for(slice: Option<&Value>, port_name: &str) -> Vec<Endpoint> {
         .collect()
 }
 
+/// What a new listener is started with.
+struct Start<'a> {
+    mode: ProxyMode,
+    runner: &'a SyncRunner,
+    events: &'a mpsc::UnboundedSender<ProxyEvent>,
+    network: &'a Arc<IpAllocator>,
+}
+
 fn sync(
     store: &Store,
     services: &'static ResourceKind,
     slices: &'static ResourceKind,
-    mode: ProxyMode,
-    propagation: Propagation,
-    events: &mpsc::UnboundedSender<ProxyEvent>,
+    start: &Start<'_>,
     running: &mut HashMap<(String, u16, SocketAddr), Running>,
 ) {
     let (svcs, _) = store.list(services, None);
     let (all_slices, _) = store.list(slices, None);
+    // One moment for every change this pass sees: the listeners of a
+    // Service learn of the same slice write at once, so the shared sync
+    // runner applies it to all of them in the same sync (stamped one by
+    // one, a sync could fall between them and split a change in two).
+    let written = Instant::now();
     let mut wanted = Vec::new();
     for svc in &svcs {
         let ns = util::namespace(svc);
@@ -190,9 +206,13 @@ fn sync(
                 let entry = match running.get_mut(&key) {
                     Some(r) => r,
                     None => {
-                        let Ok(proxy) =
-                            ServiceProxy::start(listen, mode, propagation, events.clone())
-                        else {
+                        let Ok(proxy) = ServiceProxy::start_on(
+                            listen,
+                            start.mode,
+                            start.runner,
+                            start.events.clone(),
+                            Arc::clone(start.network),
+                        ) else {
                             // Taken or not permitted (a port below 1024 without privileges):
                             // the Service stays reachable through its other listeners.
                             continue;
@@ -217,9 +237,7 @@ fn sync(
                     }
                 };
                 if entry.last != endpoints {
-                    entry
-                        .proxy
-                        .update_written_at(Instant::now(), endpoints.clone());
+                    entry.proxy.update_written_at(written, endpoints.clone());
                     entry.last = endpoints.clone();
                 }
             }

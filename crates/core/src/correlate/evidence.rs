@@ -1,5 +1,6 @@
 //! The cause groups: failures by (cause, pod), what proves them, and the
-//! knob that fixes them, with values taken from the evidence.
+//! knob that fixes them, with values taken from the evidence (the fix texts
+//! themselves are [`crate::knobs::fix`]'s).
 //!
 //! Everything here derives from the records (their `pod` and `cause`, or the
 //! fresh attributions) and the timeline, never from the proxy records, so a
@@ -11,13 +12,18 @@ use std::fmt::Write as _;
 
 use super::facts::{Facts, PodFacts};
 use super::route::{span, to_i64};
-use super::{Input, ProxyMode, attribute};
+use super::{Correlation, Input, ProxyMode};
+use crate::knobs::fix::{self, secs};
 use crate::model::{
     Attribution, Cause, CauseGroup, ErrorKind, LifecycleKind, Outcome, RequestRecord,
 };
 
 /// Builds the groups (see [`super::groups`]).
-pub(crate) fn build(input: &Input, by_seq: &HashMap<u64, &Attribution>) -> Vec<CauseGroup> {
+pub(crate) fn build(
+    correlation: &Correlation,
+    by_seq: &HashMap<u64, &Attribution>,
+) -> Vec<CauseGroup> {
+    let input = &correlation.input;
     let failed = || {
         input
             .records
@@ -26,7 +32,7 @@ pub(crate) fn build(input: &Input, by_seq: &HashMap<u64, &Attribution>) -> Vec<C
     };
     let missing = failed().any(|r| !by_seq.contains_key(&r.seq) && r.cause.is_none());
     let fresh: Vec<Attribution> = if missing {
-        attribute(input)
+        correlation.attribute()
     } else {
         Vec::new()
     };
@@ -44,7 +50,7 @@ pub(crate) fn build(input: &Input, by_seq: &HashMap<u64, &Attribution>) -> Vec<C
 
     let slack = input.proxy_mode.slack_us();
     let ev = Evidence {
-        facts: Facts::build(input.timeline, slack),
+        facts: &correlation.facts,
         input,
         slack: to_i64(slack),
         allowance: to_i64(input.propagation_allowance_us),
@@ -74,7 +80,7 @@ pub(crate) fn build(input: &Input, by_seq: &HashMap<u64, &Attribution>) -> Vec<C
 }
 
 struct Evidence<'a> {
-    facts: Facts,
+    facts: &'a Facts,
     input: &'a Input<'a>,
     slack: i64,
     allowance: i64,
@@ -171,20 +177,21 @@ impl Evidence<'_> {
         (ev, self.prestop_fix(p))
     }
 
-    /// preStop sleep ≥ ceil(slowest propagation + 0.5 s): the 0.5 s margin
-    /// absorbs run-to-run jitter of the proxies' sync, and whole seconds
-    /// because `sleep` and the kubelet's grace arithmetic (it truncates the
-    /// hook's duration to seconds) work in seconds.
+    /// The preStop fix, sized by [`fix::pre_stop_seconds`] from the slowest
+    /// propagation measured over every pod (else this pod's).
     fn prestop_fix(&self, p: &PodFacts) -> String {
         let external = self.input.proxy_mode == ProxyMode::External;
         let total = |q: &PodFacts| -> Option<(i64, i64)> {
             let d = q.deletion?;
+            // Two watches deliver the deletion and the slice update, so the
+            // slice may be seen a moment before the deletion it follows:
+            // that is no propagation at all, never a negative one.
             if external {
-                let s = q.slice_unready?;
-                Some((s - d, s - d + self.allowance))
+                let s = (q.slice_unready? - d).max(0);
+                Some((s, s + self.allowance))
             } else {
-                let t = q.proxy_removed.or(q.slice_unready)?;
-                Some((t - d, t - d))
+                let t = (q.proxy_removed.or(q.slice_unready)? - d).max(0);
+                Some((t, t))
             }
         };
         let slowest = self
@@ -194,21 +201,13 @@ impl Evidence<'_> {
             .filter_map(total)
             .max_by_key(|x| x.1)
             .or_else(|| total(p));
-        let Some((measured, with_allowance)) = slowest else {
-            return "preStop sleep longer than the endpoint propagation (none was measured in this run), and terminationGracePeriodSeconds above preStop + drain".into();
+        let Some((measured, _)) = slowest else {
+            return fix::PRE_STOP_UNMEASURED.into();
         };
-        let n = whole_seconds(with_allowance.max(0) + 500_000).max(1);
         if external {
-            format!(
-                "preStop sleep ≥ {n} s (and terminationGracePeriodSeconds above preStop + drain): the slowest EndpointSlice update measured was {} after deletion, plus {} allowed for node proxies to follow it",
-                secs(measured),
-                secs(self.allowance)
-            )
+            fix::pre_stop_external(measured, self.allowance)
         } else {
-            format!(
-                "preStop sleep ≥ {n} s (and terminationGracePeriodSeconds above preStop + drain): the slowest endpoint propagation measured was {}",
-                secs(measured)
-            )
+            fix::pre_stop(measured)
         }
     }
 
@@ -279,20 +278,7 @@ impl Evidence<'_> {
             .filter_map(|r| r.latency_us)
             .map(to_i64)
             .fold(self.slowest_ok, i64::max);
-        let grace = whole_seconds(prestop + drain + 1_000_000);
-        let sizing = format!(
-            "terminationGracePeriodSeconds ≥ {grace} s covers preStop (measured {}) + drain (the slowest request took {}) + 1 s",
-            secs(prestop),
-            secs(drain)
-        );
-        let fix = match (p.sigkill, p.sigterm, p.exit) {
-            (Some(_), _, _) => format!(
-                "the grace period ran out and SIGKILL cut the requests: {sizing}; drain on SIGTERM (finish in-flight requests, close keep-alive connections after their response)"
-            ),
-            _ => format!(
-                "drain on SIGTERM: keep serving in-flight requests and close keep-alive connections only after their current response (`Connection: close`), then exit; {sizing}"
-            ),
-        };
+        let fix = fix::grace_and_drain(p.sigkill.is_some(), prestop, drain);
         (ev, fix)
     }
 
@@ -344,7 +330,7 @@ impl Evidence<'_> {
                 plural(u64::from(n), "container", "containers"),
                 pods.join(", ")
             ),
-            "a livenessProbe that checks only the process (e.g. /livez), never a dependency: the readiness probe takes a pod out of the endpoints during an outage and puts it back at once, a liveness restart keeps it out longer; ".to_owned(),
+            fix::LIVENESS.to_owned(),
         ))
     }
 
@@ -377,11 +363,7 @@ impl Evidence<'_> {
             self.span_text(recs)
         );
         let window = since.map_or(0, |t| last - t);
-        let mut fix = format!(
-            "honest readiness: the readiness probe must fail until the app can serve and while a dependency is down; a startupProbe for slow starts; minReadySeconds ≥ {} s (it was still failing {} after Ready)",
-            whole_seconds(window.max(0)).max(1),
-            secs(window.max(0))
-        );
+        let mut fix = fix::readiness(window);
         if let Some((more, first_fix)) = self.liveness_note(recs) {
             ev.push_str(&more);
             fix.insert_str(0, &first_fix);
@@ -434,7 +416,7 @@ impl Evidence<'_> {
                 others, none
             );
         }
-        let mut fix = "maxUnavailable: 0 and maxSurge ≥ 1, so a rollout adds a Ready pod before it removes one, and a PodDisruptionBudget (e.g. maxUnavailable: 1) so drains and evictions wait for Ready replacements".to_owned();
+        let mut fix = fix::STRATEGY_AND_PDB.to_owned();
         if let Some((more, first_fix)) = self.liveness_note(recs) {
             ev.push_str(&more);
             fix.insert_str(0, &first_fix);
@@ -509,14 +491,4 @@ fn plural(n: u64, one: &str, many: &str) -> String {
     } else {
         format!("{n} {many}")
     }
-}
-
-/// µs as "1.49 s".
-fn secs(us: i64) -> String {
-    format!("{:.2} s", us as f64 / 1e6)
-}
-
-/// µs rounded up to whole seconds.
-fn whole_seconds(us: i64) -> i64 {
-    (us.max(0) + 999_999) / 1_000_000
 }

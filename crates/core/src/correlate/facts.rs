@@ -1,11 +1,18 @@
 //! Per-pod facts from the timeline and the capacity shortfall intervals.
 //!
 //! Every time is `LifecycleEvent::when_us()` (the server's `eventTime` where
-//! it is precise, else the local observation), as `i64` µs on the run clock.
+//! it is precise, else the local observation; the instant itself for the
+//! embedded kubelet's exact record), as `i64` µs on the run clock.
+//!
+//! A pod's termination steps (preStop, SIGTERM, SIGKILL, exit) come from
+//! the embedded kubelet's exact record (`EventSource::Kubelet`) when the
+//! timeline has one for the pod, else from what any kubelet publishes: the
+//! steps the timeline infers from `Killing` and `FailedPreStopHook`, and the
+//! exit in the pod status.
 
 use std::collections::HashMap;
 
-use crate::model::{LifecycleKind, PodPropagation, Timeline};
+use crate::model::{EventSource, LifecycleKind, PodPropagation, Timeline};
 
 /// What the timeline says about one pod.
 #[derive(Debug, Clone, Default)]
@@ -150,13 +157,13 @@ impl Facts {
                 LifecycleKind::DeletionRequested { .. } => {
                     p.deletion = Some(p.deletion.map_or(t, |d| d.min(t)));
                 }
-                LifecycleKind::SigtermSent => r.sigterms.push(t),
-                LifecycleKind::SigkillSent => r.sigkills.push(t),
-                LifecycleKind::PreStopStarted => r.prestop_starts.push(t),
-                LifecycleKind::PreStopFinished => r.prestop_ends.push(t),
+                LifecycleKind::SigtermSent => r.steps(e.source).sigterms.push(t),
+                LifecycleKind::SigkillSent => r.steps(e.source).sigkills.push(t),
+                LifecycleKind::PreStopStarted => r.steps(e.source).prestop_starts.push(t),
+                LifecycleKind::PreStopFinished => r.steps(e.source).prestop_ends.push(t),
                 LifecycleKind::ContainerExited {
                     exit_code, signal, ..
-                } => r.exits.push((t, *exit_code, *signal)),
+                } => r.steps(e.source).exits.push((t, *exit_code, *signal)),
                 LifecycleKind::EndpointChanged { ready: false, .. }
                 | LifecycleKind::EndpointRemoved => r.slice_unready.push(t),
                 LifecycleKind::ProxyApplied { present, ready, .. } if !*present || !*ready => {
@@ -227,36 +234,70 @@ pub(crate) fn to_u64(t: i64) -> u64 {
     u64::try_from(t).unwrap_or(0)
 }
 
-/// Events of one pod before they are resolved against its deletion.
+/// A pod's termination steps from one kind of source.
 #[derive(Debug, Default)]
-struct Raw {
+struct Steps {
     sigterms: Vec<i64>,
     sigkills: Vec<i64>,
     prestop_starts: Vec<i64>,
     prestop_ends: Vec<i64>,
     exits: Vec<(i64, Option<i32>, Option<i32>)>,
+}
+
+impl Steps {
+    fn is_empty(&self) -> bool {
+        self.sigterms.is_empty()
+            && self.sigkills.is_empty()
+            && self.prestop_starts.is_empty()
+            && self.prestop_ends.is_empty()
+            && self.exits.is_empty()
+    }
+}
+
+/// Events of one pod before they are resolved against its deletion.
+#[derive(Debug, Default)]
+struct Raw {
+    /// What a kubelet publishes, real or embedded: steps inferred from its
+    /// Events (`Killing`, `FailedPreStopHook`), exits from the pod status.
+    inferred: Steps,
+    /// The embedded kubelet's exact record (`EventSource::Kubelet`).
+    exact: Steps,
     slice_unready: Vec<i64>,
     proxy_removed: Vec<i64>,
 }
 
 impl Raw {
+    fn steps(&mut self, source: EventSource) -> &mut Steps {
+        match source {
+            EventSource::Kubelet => &mut self.exact,
+            _ => &mut self.inferred,
+        }
+    }
+
     /// Keeps the first of each termination step at or after the deletion
     /// (minus `slack`); exits before it are crashes. Without a deletion
-    /// nothing is termination: a SIGTERM then is a liveness restart.
+    /// nothing is termination: a SIGTERM then is a liveness restart. The
+    /// steps come from the embedded kubelet's exact record when the pod has
+    /// one, else from what a kubelet publishes.
     fn resolve(self, p: &mut PodFacts, slack: i64) {
+        let steps = if self.exact.is_empty() {
+            self.inferred
+        } else {
+            self.exact
+        };
         let Some(d) = p.deletion else {
-            p.crash_exits = self.exits.iter().map(|e| (e.0, e.1)).collect();
+            p.crash_exits = steps.exits.iter().map(|e| (e.0, e.1)).collect();
             return;
         };
         let from = d.saturating_sub(slack);
         let first = |v: &[i64]| v.iter().copied().find(|&t| t >= from);
-        p.sigterm = first(&self.sigterms);
-        p.sigkill = first(&self.sigkills);
-        p.prestop = (first(&self.prestop_starts), first(&self.prestop_ends));
+        p.sigterm = first(&steps.sigterms);
+        p.sigkill = first(&steps.sigkills);
+        p.prestop = (first(&steps.prestop_starts), first(&steps.prestop_ends));
         p.slice_unready = first(&self.slice_unready);
         p.proxy_removed = first(&self.proxy_removed);
-        p.exit = self.exits.iter().copied().find(|e| e.0 >= from);
-        p.crash_exits = self
+        p.exit = steps.exits.iter().copied().find(|e| e.0 >= from);
+        p.crash_exits = steps
             .exits
             .iter()
             .filter(|e| e.0 < from)
@@ -339,6 +380,44 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn the_exact_record_wins_over_the_inferred_steps() {
+        use crate::model::LifecycleEvent;
+        let ev = |at_us, source, kind| LifecycleEvent {
+            at_us,
+            server_us: None,
+            pod: Some("api-1".into()),
+            source,
+            kind,
+        };
+        let exit = |code| LifecycleKind::ContainerExited {
+            exit_code: Some(code),
+            signal: None,
+            reason: None,
+        };
+        let mut timeline = Timeline {
+            events: vec![
+                ev(
+                    100,
+                    EventSource::Pod,
+                    LifecycleKind::DeletionRequested { grace_seconds: 30 },
+                ),
+                ev(110, EventSource::Kubelet, LifecycleKind::SigtermSent),
+                ev(130, EventSource::Event, LifecycleKind::SigtermSent),
+                ev(200, EventSource::Kubelet, exit(143)),
+                ev(1_200, EventSource::Pod, exit(143)),
+            ],
+        };
+        let f = Facts::build(&timeline, 0);
+        let p = f.pod("api-1").expect("pod");
+        assert_eq!((p.sigterm, p.exit.map(|e| e.0)), (Some(110), Some(200)));
+        // Without the exact record: what a real kubelet lets it infer.
+        timeline.events.retain(|e| e.source != EventSource::Kubelet);
+        let f = Facts::build(&timeline, 0);
+        let p = f.pod("api-1").expect("pod");
+        assert_eq!((p.sigterm, p.exit.map(|e| e.0)), (Some(130), Some(1_200)));
     }
 
     #[test]

@@ -26,56 +26,11 @@ mod rules;
 
 use std::collections::HashMap;
 
+pub use crate::model::ProxyMode;
 use crate::model::{
-    Attribution, CauseGroup, ConnRecord, Outcome, PodPropagation, ProxyRecord, RequestRecord,
-    Timeline,
+    Attribution, CauseGroup, ConnRecord, FailedTry, Outcome, PodPropagation, ProxyRecord,
+    RequestRecord, Timeline,
 };
-
-/// How traffic reached the pods, which decides what the proxy records mean.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ProxyMode {
-    /// The embedded L4 proxy (kube-proxy-like): one [`ProxyRecord`] per client
-    /// TCP connection, the connection pinned to one pod.
-    L4,
-    /// The embedded L7 proxy (ingress-like): one [`ProxyRecord`] per request.
-    L7,
-    /// A real cluster: no proxy records; kube-proxy's per-connection pinning
-    /// is assumed, and its propagation lag is bounded by
-    /// [`Input::propagation_allowance_us`].
-    External,
-}
-
-impl ProxyMode {
-    /// The name `run.json` stores (`l4`, `l7`, `external`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProxyMode::L4 => "l4",
-            ProxyMode::L7 => "l7",
-            ProxyMode::External => "external",
-        }
-    }
-
-    /// Parses [`ProxyMode::as_str`]'s names.
-    pub fn parse(s: &str) -> Option<ProxyMode> {
-        [ProxyMode::L4, ProxyMode::L7, ProxyMode::External]
-            .into_iter()
-            .find(|m| m.as_str() == s)
-    }
-
-    /// How far apart the generator's observations and the cluster's
-    /// timestamps may be and still describe the same moment, µs.
-    ///
-    /// Embedded: 100 ms (the kubelet's events carry precise `eventTime`s on
-    /// the same machine; the margin covers scheduling of the observers).
-    /// External: 500 ms (many events are only observed through watches, which
-    /// lag the change by a round trip or more).
-    pub fn slack_us(self) -> u64 {
-        match self {
-            ProxyMode::L4 | ProxyMode::L7 => 100_000,
-            ProxyMode::External => 500_000,
-        }
-    }
-}
 
 /// Default [`Input::propagation_allowance_us`]: 2 s.
 pub const DEFAULT_PROPAGATION_ALLOWANCE_US: u64 = 2_000_000;
@@ -102,45 +57,144 @@ pub struct Input<'a> {
     pub propagation_allowance_us: u64,
 }
 
-/// Gives every failed record (`Outcome::Failed`) exactly one attribution,
-/// sorted by `seq`; ok and dropped records get none.
+/// The correlator over one run's input: the timeline's facts are built once,
+/// here, and shared by [`attribute`](Correlation::attribute),
+/// [`groups`](Correlation::groups) and [`propagation`](Correlation::propagation).
+pub struct Correlation<'a> {
+    input: Input<'a>,
+    facts: facts::Facts,
+}
+
+/// What the correlator read of a timeline (per-pod facts, capacity
+/// shortfalls), kept to correlate the same timeline again without reading
+/// it again ([`Correlation::into_facts`], [`Correlation::with_facts`]).
+#[derive(Debug, Clone)]
+pub struct TimelineFacts {
+    facts: facts::Facts,
+    slack_us: u64,
+}
+
+impl<'a> Correlation<'a> {
+    /// Reads the timeline once.
+    pub fn new(input: Input<'a>) -> Correlation<'a> {
+        Correlation {
+            facts: facts::Facts::build(input.timeline, input.proxy_mode.slack_us()),
+            input,
+        }
+    }
+
+    /// Correlates `input` with facts already read from its timeline (by a
+    /// [`Correlation`] over the same timeline, e.g. the run's attribution
+    /// before the finish's groups); read again only if they were read for
+    /// another proxy mode.
+    pub fn with_facts(input: Input<'a>, facts: TimelineFacts) -> Correlation<'a> {
+        if facts.slack_us != input.proxy_mode.slack_us() {
+            return Correlation::new(input);
+        }
+        Correlation {
+            facts: facts.facts,
+            input,
+        }
+    }
+
+    /// Ends the correlation, keeping what it read of the timeline.
+    pub fn into_facts(self) -> TimelineFacts {
+        TimelineFacts {
+            slack_us: self.input.proxy_mode.slack_us(),
+            facts: self.facts,
+        }
+    }
+
+    /// Gives every failed record (`Outcome::Failed`) exactly one attribution,
+    /// sorted by `seq`; ok and dropped records get none.
+    pub fn attribute(&self) -> Vec<Attribution> {
+        let input = &self.input;
+        let ctx = rules::Ctx::new(input, &self.facts);
+        let router = route::Router::new(input);
+        let mut failed: Vec<&RequestRecord> = input
+            .records
+            .iter()
+            .filter(|r| matches!(r.outcome, Outcome::Failed(_)))
+            .collect();
+        failed.sort_by_key(|r| r.seq);
+        failed
+            .into_iter()
+            .map(|r| {
+                let route = router.route(r);
+                let (cause, pod) = ctx.classify(r, &route);
+                Attribution {
+                    seq: r.seq,
+                    pod: pod.map(str::to_owned),
+                    cause,
+                }
+            })
+            .collect()
+    }
+
+    /// Groups the failures by (cause, pod) with their evidence and fix.
+    ///
+    /// Each failed record's cause and pod come from `attributions` (by `seq`),
+    /// else from the record's own `cause` and `pod` (a `rolltest report`
+    /// rebuild from `records.csv`), else from attributing it now. Capacity
+    /// failures form one group without a pod (they are spread over pods by
+    /// nature). The counts sum to the number of failed records.
+    pub fn groups(&self, attributions: &[Attribution]) -> Vec<CauseGroup> {
+        let by_seq: HashMap<u64, &Attribution> = attributions.iter().map(|a| (a.seq, a)).collect();
+        evidence::build(self, &by_seq)
+    }
+
+    /// The ingress's failed tries of every request it retried, by `seq`
+    /// (sorted): each sent request (ok or failed) is routed to its proxy
+    /// record as a failure is; one whose pod header names another pod than
+    /// the record's last try is left out. Only per-request proxies
+    /// (`l7`, `ingress-nginx`) retry; otherwise, and without proxy records
+    /// (a rebuild), none.
+    pub fn failed_tries(&self) -> Vec<(u64, Vec<FailedTry>)> {
+        let input = &self.input;
+        if !input.proxy_mode.per_request() || input.proxy.iter().all(|p| p.failed_tries.is_empty())
+        {
+            return Vec::new();
+        }
+        let router = route::Router::new(input);
+        let mut out: Vec<(u64, Vec<FailedTry>)> = input
+            .records
+            .iter()
+            .filter(|r| r.outcome != Outcome::Dropped)
+            .filter_map(|r| {
+                let record = router.route(r).proxy?;
+                let agrees = match (r.pod.as_deref(), record.pod.as_deref()) {
+                    (Some(header), Some(last)) => header == last,
+                    _ => true,
+                };
+                (agrees && !record.failed_tries.is_empty())
+                    .then(|| (r.seq, record.failed_tries.clone()))
+            })
+            .collect();
+        out.sort_by_key(|(seq, _)| *seq);
+        out
+    }
+
+    /// Per deleted pod: deletion → the EndpointSlice stopped listing it as
+    /// ready → the embedded proxy applied that; sorted by deletion time.
+    pub fn propagation(&self) -> Vec<PodPropagation> {
+        self.facts.propagation()
+    }
+}
+
+/// [`Correlation::attribute`] for one question about `input` (builds the
+/// timeline's facts; ask one [`Correlation`] when asking more than one).
 pub fn attribute(input: &Input) -> Vec<Attribution> {
-    let ctx = rules::Ctx::new(input);
-    let router = route::Router::new(input);
-    let mut failed: Vec<&RequestRecord> = input
-        .records
-        .iter()
-        .filter(|r| matches!(r.outcome, Outcome::Failed(_)))
-        .collect();
-    failed.sort_by_key(|r| r.seq);
-    failed
-        .into_iter()
-        .map(|r| {
-            let route = router.route(r);
-            let (cause, pod) = ctx.classify(r, &route);
-            Attribution {
-                seq: r.seq,
-                pod: pod.map(str::to_owned),
-                cause,
-            }
-        })
-        .collect()
+    Correlation::new(*input).attribute()
 }
 
-/// Groups the failures by (cause, pod) with their evidence and fix.
-///
-/// Each failed record's cause and pod come from `attributions` (by `seq`),
-/// else from the record's own `cause` and `pod` (a `rolltest report` rebuild
-/// from `records.csv`), else from attributing it now. Capacity failures form
-/// one group without a pod (they are spread over pods by nature). The counts
-/// sum to the number of failed records.
+/// [`Correlation::groups`] for one question about `input` (builds the
+/// timeline's facts; ask one [`Correlation`] when asking more than one).
 pub fn groups(input: &Input, attributions: &[Attribution]) -> Vec<CauseGroup> {
-    let by_seq: HashMap<u64, &Attribution> = attributions.iter().map(|a| (a.seq, a)).collect();
-    evidence::build(input, &by_seq)
+    Correlation::new(*input).groups(attributions)
 }
 
-/// Per deleted pod: deletion → the EndpointSlice stopped listing it as ready
-/// → the embedded proxy applied that; sorted by deletion time.
+/// [`Correlation::propagation`] for one question about `input` (builds the
+/// timeline's facts; ask one [`Correlation`] when asking more than one).
 pub fn propagation(input: &Input) -> Vec<PodPropagation> {
-    facts::Facts::build(input.timeline, input.proxy_mode.slack_us()).propagation()
+    Correlation::new(*input).propagation()
 }

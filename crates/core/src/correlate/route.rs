@@ -79,7 +79,7 @@ impl<'a> Router<'a> {
             }
         }
         let mut history: HashMap<u64, Vec<(u64, u64, &'a str)>> = HashMap::new();
-        if !wanted.is_empty() && input.proxy_mode != ProxyMode::L7 {
+        if !wanted.is_empty() && !input.proxy_mode.per_request() {
             for r in input.records {
                 if let (Some(c), Some(p)) = (r.conn, r.pod.as_deref())
                     && wanted.contains(&c)
@@ -133,7 +133,7 @@ impl<'a> Router<'a> {
         };
         route.proxy = match (self.mode, conn) {
             (ProxyMode::L4, Some((local, opened))) => self.l4_record(local, opened, e),
-            (ProxyMode::L7, Some((local, _))) => self.l7_record(local, s, e),
+            (mode, Some((local, _))) if mode.per_request() => self.l7_record(local, s, e),
             _ => None,
         };
         if let Some(p) = route.proxy

@@ -28,8 +28,8 @@ pub(crate) fn in_flight_at(gone: i64, s: i64, e: i64, slack: i64) -> bool {
 }
 
 /// The rules' context: the timeline's facts and the mode's tolerances.
-pub(crate) struct Ctx {
-    pub facts: Facts,
+pub(crate) struct Ctx<'f> {
+    pub facts: &'f Facts,
     pub mode: ProxyMode,
     pub slack: i64,
     pub allowance: i64,
@@ -92,11 +92,10 @@ impl Failure {
     }
 }
 
-impl Ctx {
-    /// Reads the timeline.
-    pub fn new(input: &Input) -> Ctx {
+impl<'f> Ctx<'f> {
+    /// The rules over the timeline's `facts`.
+    pub fn new(input: &Input, facts: &'f Facts) -> Ctx<'f> {
         let slack = input.proxy_mode.slack_us();
-        let facts = Facts::build(input.timeline, slack);
         let mut exits: Vec<(i64, usize)> = facts
             .pods
             .iter()
@@ -195,7 +194,7 @@ impl Ctx {
             (Some(open), Some(stop)) => open < stop + self.slack,
             _ => true,
         };
-        self.mode != ProxyMode::L7 && reused && opened_before_stop
+        !self.mode.per_request() && reused && opened_before_stop
     }
 
     /// `endpoint_lag`: a new connection (L4, external) or request (L7) was
@@ -219,7 +218,7 @@ impl Ctx {
             return false;
         };
         let routed = match (self.mode, route.proxy) {
-            (ProxyMode::L4 | ProxyMode::L7, Some(rec)) => to_i64(rec.start_us),
+            (ProxyMode::Embedded(_), Some(rec)) => to_i64(rec.start_us),
             _ => s,
         };
         let until = p.routed_until(self.allowance).unwrap_or(i64::MAX);
@@ -322,17 +321,26 @@ impl Ctx {
     /// `s` inside `[X's SIGTERM (or deletion), X's proxy removal (or slice
     /// update + allowance)]` for some pod X. Of several windows, the one that
     /// opened last (the pod that stopped most recently) wins.
+    ///
+    /// A timeout fits too once X has exited: after its exit the kubelet
+    /// tears X's sandbox down, and a new connection a stale proxy still
+    /// sends to X's address goes unanswered (packets dropped), so the client
+    /// times out where a live address would have refused. Before the exit
+    /// X still serves, and a timeout then is not X's lag.
     fn inferred_lag(&self, f: Failure, s: i64) -> Option<&str> {
+        let timeout = f.kind == ErrorKind::Timeout;
         let fits = matches!(
             f.kind,
             ErrorKind::ConnectRefused | ErrorKind::ConnectionReset
-        ) || (f.kind == ErrorKind::Http5xx && f.l7 != Some(ProxyFailure::NoEndpoints));
+        ) || timeout
+            || (f.kind == ErrorKind::Http5xx && f.l7 != Some(ProxyFailure::NoEndpoints));
         if !fits {
             return None;
         }
         self.facts
             .pods
             .iter()
+            .filter(|p| !timeout || p.gone().is_some_and(|g| s >= g - self.slack))
             .filter_map(|p| {
                 let start = p.stop().or(p.deletion)?;
                 let end = p.routed_until(self.allowance)?;

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Cause, ErrorKind};
+use super::{Cause, ErrorKind, FailedTry};
 
 /// One TCP connection the load generator opened.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,6 +32,11 @@ pub struct ProxyRecord {
     pub end_us: u64,
     /// How it went.
     pub outcome: ProxyOutcome,
+    /// l7 that retries: the tries before the last one (which is `pod` with
+    /// `outcome`), each failed and moved on to the next upstream; empty when
+    /// the request was not retried.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_tries: Vec<FailedTry>,
 }
 
 /// How a proxied connection or request ended.
@@ -75,6 +80,8 @@ pub enum ProxyFailure {
     ConnectFailed,
     /// The backend closed or reset the connection before a complete response: 502.
     BackendGone,
+    /// The backend timed out (connect, or the response header): 504.
+    Timeout,
 }
 
 /// The pod a request went to and the cause of its failure, for one record.

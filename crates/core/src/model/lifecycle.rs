@@ -31,7 +31,7 @@ pub struct LifecycleEvent {
 impl LifecycleEvent {
     /// The best time for ordering and correlation: the server's timestamp when
     /// it is at least as precise as a microsecond (`eventTime`), else the local
-    /// observation.
+    /// observation (for the embedded kubelet's exact record, the moment itself).
     pub fn when_us(&self) -> i64 {
         match (self.source, self.server_us) {
             (EventSource::Event, Some(s)) => s,
@@ -56,6 +56,10 @@ pub enum EventSource {
     Deployment,
     /// The embedded cluster's service proxy (embedded mode only).
     Proxy,
+    /// The embedded kubelet's exact record (embedded mode only): the preStop
+    /// hook's start and end, SIGTERM, SIGKILL and the exit, stamped `at_us`
+    /// with the instant they happened. A real kubelet publishes none of them.
+    Kubelet,
     /// rolltest's own action runner.
     Action,
 }

@@ -5,7 +5,9 @@
 mod clock;
 mod evidence;
 mod lifecycle;
+mod proxy;
 mod record;
+mod retry;
 
 pub use clock::{RunClock, format_timestamp_compact};
 pub use evidence::{
@@ -13,4 +15,6 @@ pub use evidence::{
     ProxyRecord, Severity,
 };
 pub use lifecycle::{EventSource, LifecycleEvent, LifecycleKind, Timeline};
+pub use proxy::{ProxyKind, ProxyKindParseError, ProxyMode};
 pub use record::{Cause, ErrorKind, Outcome, RequestRecord};
+pub use retry::{FailedTry, TryError, format_failed_tries, parse_failed_tries};

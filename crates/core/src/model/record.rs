@@ -4,6 +4,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::FailedTry;
+
 /// How a failed request failed, classified from the real error source chain.
 /// The names are part of the contract (records.csv, summary.json; README).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -107,6 +109,15 @@ impl Cause {
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|c| c.as_str() == s)
     }
+
+    /// What failures without a cause are called wherever causes are named
+    /// (compare.json's keys, the pages' legends).
+    pub const UNATTRIBUTED: &'static str = "unattributed";
+
+    /// The name of a failure's cause, or [`UNATTRIBUTED`](Self::UNATTRIBUTED).
+    pub fn name_of(cause: Option<Cause>) -> &'static str {
+        cause.map_or(Self::UNATTRIBUTED, Cause::as_str)
+    }
 }
 
 /// What became of one scheduled request.
@@ -165,6 +176,10 @@ pub struct RequestRecord {
     pub conn: Option<u64>,
     /// The attributed cause of a failure (filled by the correlator).
     pub cause: Option<Cause>,
+    /// The ingress's failed tries before the last one, when it retried the
+    /// request (embedded `ingress-nginx`, from its proxy record); empty
+    /// otherwise.
+    pub failed_tries: Vec<FailedTry>,
 }
 
 impl RequestRecord {
@@ -181,7 +196,13 @@ impl RequestRecord {
             pod: None,
             conn: None,
             cause: None,
+            failed_tries: Vec::new(),
         }
+    }
+
+    /// The ingress tried more than one upstream for it.
+    pub fn retried(&self) -> bool {
+        !self.failed_tries.is_empty()
     }
 
     /// How late the generator sent it, in microseconds.

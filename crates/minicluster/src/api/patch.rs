@@ -20,6 +20,14 @@ pub enum PatchKind {
     Apply,
 }
 
+/// The patch media types, as 415 errors list them.
+pub(crate) const MEDIA_TYPES: &[&str] = &[
+    "application/json-patch+json",
+    "application/merge-patch+json",
+    "application/apply-patch+yaml",
+    "application/strategic-merge-patch+json",
+];
+
 impl PatchKind {
     /// From a Content-Type header value.
     pub fn from_content_type(ct: &str) -> Option<Self> {

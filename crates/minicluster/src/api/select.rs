@@ -96,6 +96,63 @@ impl LabelSelector {
         )
     }
 
+    /// A `metav1.LabelSelector` object as `LabelSelectorAsSelector` reads it
+    /// (apimachinery `pkg/apis/meta/v1/helpers.go`): a missing or `null`
+    /// selector selects nothing (`Ok(None)`, `labels.Nothing()`), an empty
+    /// one `{}` selects everything, and `matchLabels` and `matchExpressions`
+    /// (`In`, `NotIn`, `Exists`, `DoesNotExist`) must all hold. An operator it
+    /// does not know, or values where the operator takes none (or none where
+    /// it needs some), is an error, as upstream's.
+    pub fn from_label_selector(selector: &Value) -> Result<Option<Self>, String> {
+        if selector.is_null() {
+            return Ok(None);
+        }
+        let Some(object) = selector.as_object() else {
+            return Err(format!("invalid label selector {selector}: not an object"));
+        };
+        let mut reqs = match object.get("matchLabels") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Object(m)) => Self::from_match_labels(m).0,
+            Some(other) => return Err(format!("invalid matchLabels {other}: not a map")),
+        };
+        let expressions = match object.get("matchExpressions") {
+            None | Some(Value::Null) => &[][..],
+            Some(Value::Array(a)) => a.as_slice(),
+            Some(other) => return Err(format!("invalid matchExpressions {other}: not a list")),
+        };
+        for e in expressions {
+            let key = e["key"].as_str().unwrap_or_default().to_string();
+            let values: Vec<String> = e["values"]
+                .as_array()
+                .map(|vs| {
+                    vs.iter()
+                        .map(|v| v.as_str().unwrap_or_default().to_string())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let op = e["operator"].as_str().unwrap_or_default();
+            let req = match op {
+                "In" | "NotIn" if values.is_empty() => {
+                    return Err(format!(
+                        "for 'in', 'notin' operators, values set can't be empty (key {key:?})"
+                    ));
+                }
+                "Exists" | "DoesNotExist" if !values.is_empty() => {
+                    return Err(format!(
+                        "values set must be empty for exists and does not exist (key {key:?})"
+                    ));
+                }
+                "In" => LabelReq::In(key, values),
+                "NotIn" => LabelReq::NotIn(key, values),
+                "Exists" => LabelReq::Exists(key),
+                "DoesNotExist" => LabelReq::NotExists(key),
+                other => return Err(format!("{other:?} is not a valid label selector operator")),
+            };
+            reqs.push(req);
+        }
+        Ok(Some(LabelSelector(reqs)))
+    }
+
     /// Whether a labels map satisfies the selector.
     pub fn matches_labels(&self, labels: Option<&serde_json::Map<String, Value>>) -> bool {
         let get = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
@@ -204,6 +261,53 @@ mod tests {
         }
         assert!(LabelSelector::parse("app in web").is_err());
         assert!(LabelSelector::parse("a b=c").is_err());
+    }
+
+    #[test]
+    fn label_selector_objects_as_upstream_reads_them() {
+        let web = json!({"metadata": {"labels": {"app": "web", "tier": "front"}}});
+        let bare = json!({"metadata": {}});
+        let read = |s: Value| LabelSelector::from_label_selector(&s);
+        // nil selects nothing, {} everything (even a pod without labels).
+        assert_eq!(read(Value::Null), Ok(None));
+        let all = read(json!({})).unwrap().expect("a selector");
+        assert!(all.matches(&web) && all.matches(&bare));
+        let table = [
+            (json!({"matchLabels": {"app": "web"}}), true),
+            (json!({"matchLabels": {"app": "api"}}), false),
+            (
+                json!({"matchExpressions": [{"key": "app", "operator": "In", "values": ["api", "web"]}]}),
+                true,
+            ),
+            (
+                json!({"matchExpressions": [{"key": "app", "operator": "NotIn", "values": ["web"]}]}),
+                false,
+            ),
+            (
+                json!({"matchExpressions": [{"key": "tier", "operator": "Exists"}]}),
+                true,
+            ),
+            (
+                json!({"matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]}),
+                false,
+            ),
+            (
+                json!({"matchLabels": {"app": "web"}, "matchExpressions": [{"key": "canary", "operator": "DoesNotExist"}]}),
+                true,
+            ),
+        ];
+        for (sel, expected) in table {
+            let s = read(sel.clone()).unwrap().expect("a selector");
+            assert_eq!(s.matches(&web), expected, "{sel}");
+        }
+        for bad in [
+            json!({"matchExpressions": [{"key": "app", "operator": "Equals", "values": ["web"]}]}),
+            json!({"matchExpressions": [{"key": "app", "operator": "In", "values": []}]}),
+            json!({"matchExpressions": [{"key": "app", "operator": "Exists", "values": ["web"]}]}),
+            json!("app=web"),
+        ] {
+            assert!(read(bad.clone()).is_err(), "{bad}");
+        }
     }
 
     #[test]

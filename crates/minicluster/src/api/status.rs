@@ -51,13 +51,28 @@ impl ApiError {
         Self::new(405, "MethodNotAllowed", message)
     }
 
-    /// 415.
-    pub fn unsupported_media_type(content_type: &str) -> Self {
+    /// 415 for a body in a format the request does not take (apiserver
+    /// `negotiation.NewUnsupportedMediaTypeError`; the `got` part is ours).
+    pub fn unsupported_media_type(content_type: &str, accepted: &[&str]) -> Self {
         Self::new(
             415,
             "UnsupportedMediaType",
             format!(
-                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {content_type:?})"
+                "the body of the request was in an unknown format - accepted media types include: {} (got {content_type:?})",
+                accepted.join(", ")
+            ),
+        )
+    }
+
+    /// 406 when the Accept header lists nothing the server answers in
+    /// (apiserver `negotiation.NewNotAcceptableError`).
+    pub fn not_acceptable(accepted: &[&str]) -> Self {
+        Self::new(
+            406,
+            "NotAcceptable",
+            format!(
+                "only the following media types are accepted: {}",
+                accepted.join(", ")
             ),
         )
     }
@@ -92,6 +107,16 @@ impl ApiError {
             })).collect::<Vec<_>>(),
         }));
         e
+    }
+
+    /// 403.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(403, "Forbidden", message)
+    }
+
+    /// 409 Conflict (a failed precondition).
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(409, "Conflict", message)
     }
 
     /// 429 from the eviction subresource when a PodDisruptionBudget forbids it.
@@ -163,15 +188,29 @@ fn kind_qualified(r: &ResourceKind) -> String {
     }
 }
 
+/// The apiserver's `ErrorNegotiated`: a Status whose `details.retryAfterSeconds`
+/// is positive also gets a `Retry-After` header with those seconds (the
+/// header is what client-go and kube-rs read).
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (
+        let retry_after = self
+            .details
+            .as_ref()
+            .and_then(|d| d["retryAfterSeconds"].as_i64())
+            .filter(|s| *s > 0);
+        let mut response = (
             code,
             [(header::CONTENT_TYPE, "application/json")],
             self.to_status().to_string(),
         )
-            .into_response()
+            .into_response();
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+        }
+        response
     }
 }
 

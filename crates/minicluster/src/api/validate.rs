@@ -375,6 +375,18 @@ pub fn validate(r: &ResourceKind, object: &Value) -> Result<(), ApiError> {
                     ));
                 }
             }
+            check_selector_expressions(&spec["selector"], &mut causes);
+            // `supportedUnhealthyPodEvictionPolicies` (pkg/apis/policy/validation).
+            if let Some(policy) = spec["unhealthyPodEvictionPolicy"].as_str()
+                && !matches!(policy, "IfHealthyBudget" | "AlwaysAllow")
+            {
+                causes.push((
+                    "spec.unhealthyPodEvictionPolicy".into(),
+                    format!(
+                        "Unsupported value: \"{policy}\": supported values: \"AlwaysAllow\", \"IfHealthyBudget\""
+                    ),
+                ));
+            }
         }
         _ => {}
     }
@@ -382,6 +394,35 @@ pub fn validate(r: &ResourceKind, object: &Value) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::invalid(r, name, causes))
+    }
+}
+
+/// `ValidateLabelSelector`'s checks of `matchExpressions`
+/// (apimachinery `pkg/apis/meta/v1/validation`): a known operator, values
+/// for `In`/`NotIn` and none for `Exists`/`DoesNotExist`.
+fn check_selector_expressions(selector: &Value, causes: &mut Vec<(String, String)>) {
+    let Some(expressions) = selector["matchExpressions"].as_array() else {
+        return;
+    };
+    for (i, e) in expressions.iter().enumerate() {
+        let path = format!("spec.selector.matchExpressions[{i}]");
+        let has_values = e["values"].as_array().is_some_and(|v| !v.is_empty());
+        match e["operator"].as_str().unwrap_or_default() {
+            "In" | "NotIn" if !has_values => causes.push((
+                format!("{path}.values"),
+                "Required value: must be specified when `operator` is 'In' or 'NotIn'".into(),
+            )),
+            "Exists" | "DoesNotExist" if has_values => causes.push((
+                format!("{path}.values"),
+                "Forbidden: may not be specified when `operator` is 'Exists' or 'DoesNotExist'"
+                    .into(),
+            )),
+            "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
+            other => causes.push((
+                format!("{path}.operator"),
+                format!("Invalid value: \"{other}\": not a valid selector operator"),
+            )),
+        }
     }
 }
 

@@ -18,6 +18,7 @@ use crate::{api::record_event, store::now_rfc3339};
 
 const HASH_LABEL: &str = "pod-template-hash";
 const REVISION: &str = "deployment.kubernetes.io/revision";
+const REVISION_HISTORY: &str = "deployment.kubernetes.io/revision-history";
 
 /// FNV-32a of the template, encoded like `rand.SafeEncodeString`: stable for
 /// equal templates, different whenever the template changes (including the
@@ -40,12 +41,31 @@ pub fn template_hash(template: &Value) -> String {
         .collect()
 }
 
+/// The template as `EqualIgnoreHash` compares it: without the hash label,
+/// and with what Go's semantic equality cannot tell from absent left out:
+/// `null` (a nil pointer or slice, the zero `metav1.Time` kubectl ≤ 1.33
+/// writes as `creationTimestamp: null`) and empty arrays. A template read
+/// back from a ReplicaSet by `kubectl rollout undo` then still finds its
+/// ReplicaSet, however each side was written.
 fn without_hash(template: &Value) -> Value {
-    let mut t = template.clone();
+    let mut t = semantic(template);
     if let Some(labels) = t["metadata"]["labels"].as_object_mut() {
         labels.remove(HASH_LABEL);
     }
     t
+}
+
+fn semantic(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(_, v)| !v.is_null() && v.as_array().is_none_or(|a| !a.is_empty()))
+                .map(|(k, v)| (k.clone(), semantic(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(semantic).collect()),
+        other => other.clone(),
+    }
 }
 
 fn replicas(o: &Value) -> i64 {
@@ -147,10 +167,10 @@ fn sync_one(ctx: &Ctx, d: &Value) {
         .map(|rs| (**rs).clone())
         .collect();
     owned.sort_by_key(util::created);
-    let template = &d["spec"]["template"];
+    let template = without_hash(&d["spec"]["template"]);
     let new_rs = owned
         .iter()
-        .find(|rs| without_hash(&rs["spec"]["template"]) == *template)
+        .find(|rs| without_hash(&rs["spec"]["template"]) == template)
         .cloned();
     let old: Vec<Value> = owned
         .iter()
@@ -170,7 +190,7 @@ fn sync_one(ctx: &Ctx, d: &Value) {
     let recreate = d["spec"]["strategy"]["type"] == "Recreate";
 
     let new_rs = match new_rs {
-        Some(rs) => rs,
+        Some(rs) => bump_revision(ctx, d, rs, &old),
         None => {
             let start = if recreate {
                 let old_pods_running = old
@@ -306,24 +326,65 @@ fn rolling(plan: &Plan, new_rs: &Value, old: &[Value], desired: i64) {
     }
 }
 
+/// The highest `deployment.kubernetes.io/revision` of some ReplicaSets (0 for none).
+fn max_revision(sets: &[Value]) -> i64 {
+    sets.iter()
+        .filter_map(|rs| rs["metadata"]["annotations"][REVISION].as_str())
+        .filter_map(|r| r.parse::<i64>().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+/// An existing ReplicaSet that matches the template again (`kubectl rollout
+/// undo`, or a change reverted) becomes the newest revision, its former
+/// revision kept in `revision-history`, and the Deployment follows
+/// (kubernetes/kubernetes pkg/controller/deployment/util
+/// `SetNewReplicaSetAnnotations`, `getNewReplicaSet`).
+fn bump_revision(ctx: &Ctx, d: &Value, rs: Value, old: &[Value]) -> Value {
+    let revision = max_revision(old) + 1;
+    let current = rs["metadata"]["annotations"][REVISION].as_str();
+    if current.and_then(|r| r.parse::<i64>().ok()).unwrap_or(0) >= revision {
+        return rs;
+    }
+    let previous = current.map(str::to_string);
+    let updated = ctx.store.update(
+        ctx.kinds.replicasets,
+        util::namespace(&rs),
+        util::name(&rs),
+        |o| {
+            let annotations = &mut o["metadata"]["annotations"];
+            annotations[REVISION] = json!(revision.to_string());
+            if let Some(previous) = &previous {
+                let history = match annotations[REVISION_HISTORY].as_str() {
+                    Some(h) if !h.is_empty() => format!("{h},{previous}"),
+                    _ => previous.clone(),
+                };
+                annotations[REVISION_HISTORY] = json!(history);
+            }
+            Ok(())
+        },
+    );
+    let _ = ctx.store.update(
+        ctx.kinds.deployments,
+        util::namespace(d),
+        util::name(d),
+        |o| {
+            o["metadata"]["annotations"][REVISION] = json!(revision.to_string());
+            Ok(())
+        },
+    );
+    updated.map_or(rs, |u| (*u).clone())
+}
+
 fn create_rs(ctx: &Ctx, d: &Value, old: &[Value], start: i64) -> Option<Value> {
     let template = &d["spec"]["template"];
-    let hash = template_hash(template);
+    let hash = template_hash(&without_hash(template));
     let d_name = util::name(d);
     let mut rs_template = template.clone();
     rs_template["metadata"]["labels"][HASH_LABEL] = json!(hash);
     let mut selector = d["spec"]["selector"].clone();
     selector["matchLabels"][HASH_LABEL] = json!(hash);
-    let revision = old
-        .iter()
-        .filter_map(|rs| {
-            rs["metadata"]["annotations"][REVISION]
-                .as_str()
-                .and_then(|r| r.parse::<i64>().ok())
-        })
-        .max()
-        .unwrap_or(0)
-        + 1;
+    let revision = max_revision(old) + 1;
     let desired = replicas(d);
     let (surge, _) = fenceposts(d, desired);
     let mut annotations = serde_json::Map::new();
@@ -577,6 +638,25 @@ mod tests {
                 "replicas {n} surge {s} unavailable {u}"
             );
         }
+    }
+
+    #[test]
+    fn templates_compare_as_go_does_after_a_rollout_undo() {
+        // kubectl 1.33 writes the zero creationTimestamp as null; a
+        // protobuf body decoded here leaves it out; both are one template.
+        let decoded = json!({"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "a", "image": "x", "args": []}]}});
+        let undone = json!({"metadata": {"creationTimestamp": null, "labels": {"app": "web", "pod-template-hash": "abc"}}, "spec": {"containers": [{"name": "a", "image": "x"}]}});
+        assert_eq!(without_hash(&decoded), without_hash(&undone));
+        assert_eq!(
+            template_hash(&without_hash(&decoded)),
+            template_hash(&without_hash(&undone))
+        );
+        // An empty struct is not absent (`emptyDir: {}` is a volume source).
+        let with_empty = json!({"spec": {"volumes": [{"name": "v", "emptyDir": {}}]}});
+        assert_ne!(
+            without_hash(&with_empty),
+            without_hash(&json!({"spec": {"volumes": [{"name": "v"}]}}))
+        );
     }
 
     #[test]

@@ -1,12 +1,12 @@
-//! The kubelet's vocabulary: how each step of a termination sequence becomes
-//! an Event (`Killing`, `PreStopStarted`, `PreStopFinished`,
-//! `FailedPreStopHook`, `SigtermSent`, `SigkillSent`, `ContainerExited`),
+//! The kubelet's vocabulary: what each step of a termination sequence
+//! publishes (a real kubelet's Events, `Killing` and `FailedPreStopHook`;
+//! the other steps only in the exact record, [`super::KubeletSignal`]),
 //! and the CrashLoopBackOff delays.
 
 use std::time::Duration;
 
-use super::probes::kind_name;
-use crate::process::{ExitInfo, HookOutcome, ProbeKind, ProcessEventKind};
+use super::{probes::kind_name, signals::SignalKind};
+use crate::process::{Hook, ProbeKind, ProcessEventKind};
 
 /// First CrashLoopBackOff delay; it doubles up to [`MAX_BACKOFF`].
 pub const FIRST_BACKOFF: Duration = Duration::from_secs(10);
@@ -47,69 +47,73 @@ impl BackOff {
     }
 }
 
-/// (type, reason, message) of the Event for one termination step of
-/// container `name` whose main process is `pid`.
-pub fn describe(
+/// What a termination step publishes: the Event a real kubelet records for
+/// it (`Killing`, `FailedPreStopHook`; none for the rest), and the exact
+/// record's entry (none for `Killing` and `FailedPreStopHook`, whose
+/// moments the Event already carries; the step after them is in the record).
+pub fn publish(
     kind: &ProcessEventKind,
     why: Option<StopWhy>,
     name: &str,
-    pid: i32,
-) -> (&'static str, &'static str, String) {
+    hook: Option<&Hook>,
+    pod: &str,
+) -> (
+    Option<(&'static str, &'static str, String)>,
+    Option<SignalKind>,
+) {
     match kind {
-        ProcessEventKind::Killing => match why {
-            Some(StopWhy::Probe(kind)) => (
-                "Normal",
-                "Killing",
-                format!(
-                    "Container {name} failed {} probe, will be restarted",
-                    kind_name(kind).to_lowercase()
+        ProcessEventKind::Killing => (
+            Some(match why {
+                Some(StopWhy::Probe(kind)) => (
+                    "Normal",
+                    "Killing",
+                    format!(
+                        "Container {name} failed {} probe, will be restarted",
+                        kind_name(kind).to_lowercase()
+                    ),
                 ),
-            ),
-            _ => ("Normal", "Killing", format!("Stopping container {name}")),
-        },
-        ProcessEventKind::PreStopStarted => (
-            "Normal",
-            "PreStopStarted",
-            format!("Running preStop hook of container {name}"),
+                _ => ("Normal", "Killing", format!("Stopping container {name}")),
+            }),
+            None,
         ),
-        ProcessEventKind::PreStopFinished { outcome } => (
-            "Normal",
-            "PreStopFinished",
-            match outcome {
-                HookOutcome::Ok => format!("PreStop hook of container {name} finished"),
-                HookOutcome::Failed { message } => {
-                    format!("PreStop hook of container {name} failed: {message}")
-                }
-                HookOutcome::TimedOut => {
-                    format!("PreStop hook of container {name} not completed in grace period")
-                }
-            },
+        ProcessEventKind::PreStopStarted => (None, Some(SignalKind::PreStopStarted)),
+        ProcessEventKind::PreStopFinished { .. } => (None, Some(SignalKind::PreStopFinished)),
+        ProcessEventKind::FailedPreStopHook { message } => (
+            Some((
+                "Warning",
+                "FailedPreStopHook",
+                hook_failed(hook, name, pod, message),
+            )),
+            None,
         ),
-        ProcessEventKind::FailedPreStopHook { .. } => (
-            "Warning",
-            "FailedPreStopHook",
-            "PreStopHook failed".to_string(),
+        ProcessEventKind::SigtermSent => (None, Some(SignalKind::Sigterm)),
+        ProcessEventKind::SigkillSent => (None, Some(SignalKind::Sigkill)),
+        ProcessEventKind::Exited(exit) => (
+            None,
+            Some(SignalKind::Exited {
+                code: exit.code,
+                signal: exit.signal,
+            }),
         ),
-        ProcessEventKind::SigtermSent => (
-            "Normal",
-            "SigtermSent",
-            format!("Sent SIGTERM to container {name} (pid {pid})"),
-        ),
-        ProcessEventKind::SigkillSent => (
-            "Warning",
-            "SigkillSent",
-            format!("Grace period over: sent SIGKILL to container {name} (process group {pid})"),
-        ),
-        ProcessEventKind::Exited(exit) => ("Normal", "ContainerExited", exit_message(name, exit)),
     }
 }
 
-/// `Container app exited with code 143 (signal 15)`.
-pub fn exit_message(name: &str, exit: &ExitInfo) -> String {
-    let code = exit.code.map_or_else(|| "?".to_string(), |c| c.to_string());
-    match exit.signal {
-        Some(sig) => format!("Container {name} exited with code {code} (signal {sig})"),
-        None => format!("Container {name} exited with code {code}"),
+/// A real kubelet's `FailedPreStopHook` message (`pkg/kubelet/lifecycle/
+/// handlers.go`): `Exec lifecycle hook ([sh -c exit 3]) for Container "app"
+/// in Pod "web-1_default(UID)" failed - error: …, message: ""`.
+pub fn hook_failed(hook: Option<&Hook>, name: &str, pod: &str, message: &str) -> String {
+    match hook {
+        Some(Hook::HttpGet(get)) => format!(
+            "HTTP lifecycle hook ({}) for Container {name:?} in Pod {pod:?} failed - error: {message}",
+            get.path
+        ),
+        Some(Hook::Exec { command }) => format!(
+            "Exec lifecycle hook ([{}]) for Container {name:?} in Pod {pod:?} failed - error: {message}, message: \"\"",
+            command.join(" ")
+        ),
+        _ => {
+            format!("PreStop hook for Container {name:?} in Pod {pod:?} failed - error: {message}")
+        }
     }
 }
 
@@ -118,6 +122,7 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
+    use crate::process::ExitInfo;
 
     #[test]
     fn back_off_doubles_caps_and_resets() {
@@ -130,34 +135,58 @@ mod tests {
     }
 
     #[test]
-    fn messages() {
-        let killing = describe(&ProcessEventKind::Killing, Some(StopWhy::Delete), "app", 7);
+    fn a_real_kubelets_events_and_the_exact_record() {
+        let publish = |kind, why| publish(&kind, why, "app", None, "web-1_default(u)");
+        let killing = publish(ProcessEventKind::Killing, Some(StopWhy::Delete));
         assert_eq!(
             killing,
-            ("Normal", "Killing", "Stopping container app".into())
+            (
+                Some(("Normal", "Killing", "Stopping container app".into())),
+                None
+            )
         );
-        let probe = describe(
-            &ProcessEventKind::Killing,
+        let probe = publish(
+            ProcessEventKind::Killing,
             Some(StopWhy::Probe(ProbeKind::Liveness)),
-            "app",
-            7,
         );
         assert_eq!(
-            probe.2,
-            "Container app failed liveness probe, will be restarted"
+            probe.0.map(|e| e.2).as_deref(),
+            Some("Container app failed liveness probe, will be restarted")
         );
-        let failed = ProcessEventKind::FailedPreStopHook {
-            message: "x".into(),
-        };
-        assert_eq!(describe(&failed, None, "app", 7).0, "Warning");
+        assert_eq!(
+            publish(ProcessEventKind::SigtermSent, Some(StopWhy::Delete)),
+            (None, Some(SignalKind::Sigterm))
+        );
         let exit = ExitInfo {
             code: Some(137),
             signal: Some(9),
             at: Instant::now(),
         };
         assert_eq!(
-            exit_message("app", &exit),
-            "Container app exited with code 137 (signal 9)"
+            publish(ProcessEventKind::Exited(exit), None),
+            (
+                None,
+                Some(SignalKind::Exited {
+                    code: Some(137),
+                    signal: Some(9)
+                })
+            )
+        );
+        let hook = Hook::Exec {
+            command: vec!["sh".into(), "-c".into(), "exit 3".into()],
+        };
+        let failed = ProcessEventKind::FailedPreStopHook {
+            message: "command exited with 3".into(),
+        };
+        let (event, exact) = super::publish(&failed, None, "app", Some(&hook), "web-1_default(u)");
+        assert_eq!(exact, None);
+        assert_eq!(
+            event,
+            Some((
+                "Warning",
+                "FailedPreStopHook",
+                "Exec lifecycle hook ([sh -c exit 3]) for Container \"app\" in Pod \"web-1_default(u)\" failed - error: command exited with 3, message: \"\"".into()
+            ))
         );
     }
 }

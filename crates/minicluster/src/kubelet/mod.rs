@@ -14,23 +14,36 @@
 //! - probes with Kubernetes semantics (`probes.rs`); liveness/startup
 //!   failures kill (with preStop) and restart the container;
 //! - crashes restart per `restartPolicy`, with CrashLoopBackOff;
-//! - a `deletionTimestamp` runs the `killContainer` sequence, reporting each
-//!   step as an event (`events.rs`: `Killing`, `PreStopStarted`,
-//!   `PreStopFinished` or `FailedPreStopHook`, `SigtermSent`, `SigkillSent`,
-//!   `ContainerExited`; microsecond `eventTime`s in order), then writes the terminal phase and deletes the pod (uid precondition);
-//! - a pod that vanished from the store, or a kubelet shutdown, SIGKILLs the
-//!   process group.
+//! - a `deletionTimestamp` runs the `killContainer` sequence and publishes
+//!   what a real kubelet publishes (`events.rs`): Event `Killing` "Stopping
+//!   container NAME" when the sequence starts (before the preStop hook),
+//!   `FailedPreStopHook` when the hook fails, nothing for SIGTERM, SIGKILL
+//!   or the exit; the exit shows as `state.terminated` in the pod status
+//!   one PLEG relist period ([`RELIST`]) after it, then the terminal phase is
+//!   written and the pod deleted (uid precondition), as the status manager
+//!   does; every Event as the legacy recorder writes it (`firstTimestamp` /
+//!   `lastTimestamp` in seconds, no `eventTime`, `source.host` the node);
+//! - the exact moments (preStop start and end, SIGTERM, SIGKILL, exit) go to
+//!   the exact record ([`KubeletSignal`], `signals.rs`) when the cluster was
+//!   given a channel for it, as the proxies' records are;
+//! - a second delete with a shorter grace restarts that sequence with the
+//!   shorter deadline (`Killing` and preStop again, as the kubelet's pod
+//!   worker cancels the running kill and calls `killPod` anew);
+//! - a pod that vanished from the store (grace 0, a force delete) still gets
+//!   the sequence with the kubelet's minimum grace of 1 s (and the 2 s after
+//!   SIGTERM); a kubelet shutdown SIGKILLs the process group.
 //!
 //! Limits: only the first container of a pod runs (the others are ignored,
 //! not rejected); no init containers, postStart hooks,
-//! `command` override, resource limits or `kubectl logs --previous`; a grace
-//! period shortened by a second delete after termination began is ignored;
-//! an event's `eventTime` is when the kubelet recorded the step (within
-//! a scheduler tick of it), not the instant the signal went out.
+//! `command` override, resource limits or `kubectl logs --previous`;
+//! the relist delay is always the full period (a real kubelet's is 0-1 s,
+//! wherever the exit falls in its relist cycle); repeated Events are not
+//! aggregated into one with a growing `count`.
 
 mod events;
 mod image;
 mod probes;
+mod signals;
 mod spec;
 mod status;
 mod worker;
@@ -50,6 +63,7 @@ use tokio::{
 };
 
 pub use image::{DEMO_PATTERN, ImageMap};
+pub use signals::{KubeletSignal, SignalKind};
 pub use spec::{DEFAULT_GRACE_SECONDS, DEFAULT_PORT};
 
 use self::{
@@ -64,6 +78,9 @@ use super::{
 
 /// How often the pods are re-listed (catches anything the broadcast lost).
 const RESYNC: Duration = Duration::from_secs(1);
+/// The PLEG relist period (`pkg/kubelet/pleg`, `genericPLEG` relists every
+/// second): a container's exit shows in the pod status this long after it.
+pub const RELIST: Duration = Duration::from_secs(1);
 /// How long shutdown waits for pod tasks after killing their processes.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(15);
 
@@ -81,6 +98,8 @@ pub struct KubeletConfig {
     pub work_dir: PathBuf,
     /// Pod IP allocator (shared with whoever else hands out IPs).
     pub ips: Arc<IpAllocator>,
+    /// Where the exact record goes (`None`: not kept).
+    pub signals: Option<tokio::sync::mpsc::UnboundedSender<KubeletSignal>>,
 }
 
 /// Why the kubelet could not start.
@@ -126,6 +145,7 @@ impl Kubelet {
             images: config.images,
             work_dir: config.work_dir,
             ips: config.ips,
+            signals: config.signals,
             live: Mutex::new(HashMap::new()),
             pods: Mutex::new(HashMap::new()),
         });
@@ -227,6 +247,8 @@ pub(crate) struct Shared {
     pub work_dir: PathBuf,
     /// Pod IPs.
     pub ips: Arc<IpAllocator>,
+    /// The exact record's channel.
+    pub signals: Option<tokio::sync::mpsc::UnboundedSender<KubeletSignal>>,
     /// Running processes by pod uid (killed synchronously on drop).
     pub live: Mutex<HashMap<String, Arc<PodProcess>>>,
     /// Log path and IP by (namespace, name).
@@ -297,8 +319,14 @@ impl Supervisor {
             return;
         };
         if kind == EventType::Deleted {
+            // Gone from the API (grace 0, a force delete): the kubelet still
+            // kills it with the effective grace, at least 1 s
+            // (pod_workers.go calculateEffectiveGracePeriod).
+            let grace = pod["metadata"]["deletionGracePeriodSeconds"]
+                .as_i64()
+                .unwrap_or(0);
             if let Some(slot) = self.workers.get(uid) {
-                let _ = slot.desired.send(Desired::Kill);
+                steer(slot, Desired::Terminate { grace });
             }
             return;
         }
@@ -319,13 +347,7 @@ impl Supervisor {
             Desired::Run
         };
         if let Some(slot) = self.workers.get(uid) {
-            slot.desired.send_if_modified(|d| {
-                let change = *d == Desired::Run && want != Desired::Run;
-                if change {
-                    *d = want;
-                }
-                change
-            });
+            steer(slot, want);
             return;
         }
         let terminal = matches!(
@@ -379,9 +401,32 @@ impl Supervisor {
         }
         for (uid, slot) in &self.workers {
             if !present.contains(uid) {
-                let _ = slot.desired.send(Desired::Kill);
+                steer(slot, Desired::Terminate { grace: 0 });
             }
         }
         self.done.retain(|uid| present.contains(uid));
     }
+}
+
+/// Moves a pod task towards `want`: a running pod may be told to terminate,
+/// a terminating one only to terminate sooner (the kubelet's grace period
+/// "can only decrease", pod_workers.go `calculateEffectiveGracePeriod`; the
+/// effective grace is at least 1 s on both sides of the comparison), and a
+/// kill is final.
+fn steer(slot: &WorkerSlot, want: Desired) {
+    let effective = |g: i64| g.max(1);
+    slot.desired.send_if_modified(|d| {
+        let change = match (*d, want) {
+            (Desired::Run, w) => w != Desired::Run,
+            (Desired::Terminate { grace: now }, Desired::Terminate { grace: new }) => {
+                effective(new) < effective(now)
+            }
+            (Desired::Terminate { .. }, Desired::Kill) => true,
+            _ => false,
+        };
+        if change {
+            *d = want;
+        }
+        change
+    });
 }

@@ -1,14 +1,32 @@
-//! Probe scheduling for one container (kubelet `prober/worker.go`): while a
-//! startup probe has not succeeded only it runs; once started, readiness
-//! runs at once (the "trigger immediately" rule) and then every period, and
-//! liveness from `initialDelaySeconds` on; liveness and startup stop when
-//! the pod terminates (or a kill is under way) while readiness keeps going.
-//! Each probe has at most one run in flight; the next is due a period after
-//! the previous one finished.
+//! Probe scheduling for one container, on the kubelet's clock (kubelet
+//! `pkg/kubelet/prober/worker.go` `run` and `doProbe`, and the manual
+//! readiness trigger of `prober_manager.go` `UpdatePodStatus`):
+//!
+//! - Each probe has a ticker started with the pod (upstream: the worker
+//!   `AddPod` starts when the kubelet first syncs the pod, before the
+//!   container exists): it ticks every `periodSeconds` from the pod's start
+//!   on this kubelet, across container restarts. A probe attempt happens on a
+//!   tick only; a tick before the container runs finds nothing to probe.
+//! - An attempt inside `initialDelaySeconds` of the container's start is
+//!   skipped, so the first run lands on the first tick after the delay.
+//! - While a startup probe has not succeeded only it runs; once the container
+//!   counts as started, readiness runs at once (the kubelet's manual trigger
+//!   on the pod sync that sees it started, itself subject to the initial
+//!   delay) and then on its ticks, and liveness on its ticks.
+//! - A run holds the worker: a tick during it waits (Go's ticker channel
+//!   keeps one, drops the rest), so the next run starts as soon as a slow one
+//!   ends and a probe slower than its period runs back to back, about every
+//!   max(period, its own time).
+//! - Liveness and startup stop when the pod terminates (or a kill is under
+//!   way) while readiness keeps going.
+//!
+//! Two upstream details are left out: the random start-up jitter (only after
+//! a kubelet restart) and re-triggering readiness on every later pod sync
+//! while it is not Success (here it is triggered once, when started).
 
 use std::{
     net::{IpAddr, SocketAddr},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use super::spec::{ContainerPlan, ProbeAction, ProbeSpec};
@@ -21,8 +39,10 @@ use crate::process::{
 struct Probe {
     spec: ProbeSpec,
     state: ProbeState,
+    /// When the next attempt is due (a tick, or the readiness trigger).
     next: Option<Instant>,
-    in_flight: bool,
+    /// When the run in flight started.
+    in_flight: Option<Instant>,
 }
 
 impl Probe {
@@ -31,14 +51,22 @@ impl Probe {
             state: ProbeState::new(kind, spec.success_threshold, spec.failure_threshold),
             spec: spec.clone(),
             next: None,
-            in_flight: false,
+            in_flight: None,
         }
+    }
+
+    /// The ticker period (a zero period would spin: at least 1 ms).
+    fn period(&self) -> Duration {
+        self.spec.period.max(Duration::from_millis(1))
     }
 }
 
 /// The probes of one running container.
 #[derive(Debug)]
 pub struct Probes {
+    /// Where every probe's ticker starts: the pod's start on this kubelet.
+    ticker_origin: Instant,
+    /// The container's start (`initialDelaySeconds` counts from here).
     started_at: Instant,
     startup: Option<Probe>,
     readiness: Option<Probe>,
@@ -48,9 +76,11 @@ pub struct Probes {
 }
 
 impl Probes {
-    /// Probes of a container that started at `started_at`.
-    pub fn new(c: &ContainerPlan, started_at: Instant) -> Self {
+    /// Probes of a container that started at `started_at`, in a pod whose
+    /// probe tickers started at `ticker_origin` (no later than `started_at`).
+    pub fn new(c: &ContainerPlan, ticker_origin: Instant, started_at: Instant) -> Self {
         let mut probes = Probes {
+            ticker_origin: ticker_origin.min(started_at),
             started_at,
             startup: c
                 .startup
@@ -67,21 +97,57 @@ impl Probes {
             started: false,
             stopping: false,
         };
-        match &mut probes.startup {
-            Some(p) => p.next = Some(started_at + p.spec.initial_delay),
-            None => probes.mark_started(started_at),
+        if probes.startup.is_some() {
+            let next = probes
+                .startup
+                .as_ref()
+                .map(|p| probes.first_attempt(p, started_at));
+            if let Some(p) = probes.startup.as_mut() {
+                p.next = next;
+            }
+        } else {
+            probes.mark_started(started_at);
         }
         probes
     }
 
+    /// The first tick of `p`'s ticker strictly after `t`.
+    fn tick_after(&self, p: &Probe, t: Instant) -> Instant {
+        let period = p.period();
+        let since = t.saturating_duration_since(self.ticker_origin);
+        let n = since.as_nanos() / period.as_nanos() + 1;
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        self.ticker_origin + period.saturating_mul(n)
+    }
+
+    /// The first tick after `from` on which `p` is out of its initial delay.
+    fn first_attempt(&self, p: &Probe, from: Instant) -> Instant {
+        let tick = self.tick_after(p, from);
+        let eligible = self.started_at + p.spec.initial_delay;
+        if tick >= eligible {
+            tick
+        } else {
+            self.tick_after(p, eligible)
+        }
+    }
+
     fn mark_started(&mut self, now: Instant) {
         self.started = true;
-        let from = self.started_at;
-        for p in [&mut self.readiness, &mut self.liveness]
-            .into_iter()
-            .flatten()
-        {
-            p.next = Some(now.max(from + p.spec.initial_delay));
+        let eligible = |p: &Probe| now >= self.started_at + p.spec.initial_delay;
+        // Readiness: the manual trigger, unless inside its initial delay.
+        let readiness = self.readiness.as_ref().map(|p| {
+            if eligible(p) {
+                now
+            } else {
+                self.first_attempt(p, now)
+            }
+        });
+        let liveness = self.liveness.as_ref().map(|p| self.first_attempt(p, now));
+        if let Some(p) = self.readiness.as_mut() {
+            p.next = readiness;
+        }
+        if let Some(p) = self.liveness.as_mut() {
+            p.next = liveness;
         }
     }
 
@@ -140,7 +206,7 @@ impl Probes {
             ),
         ]
         .into_iter()
-        .filter_map(|(k, p)| p.filter(|p| !p.in_flight).map(|p| (k, p)))
+        .filter_map(|(k, p)| p.filter(|p| p.in_flight.is_none()).map(|p| (k, p)))
     }
 
     /// When the next probe is due, if any is scheduled.
@@ -158,7 +224,7 @@ impl Probes {
         due.into_iter()
             .filter_map(|k| {
                 let p = self.probe_mut(k)?;
-                p.in_flight = true;
+                p.in_flight = Some(now);
                 p.next = None;
                 Some((k, p.spec.clone()))
             })
@@ -166,7 +232,8 @@ impl Probes {
     }
 
     /// Records a finished run; returns the new status iff it flipped. Results
-    /// of probes stopped meanwhile are dropped.
+    /// of probes stopped meanwhile are dropped. The next run is the next
+    /// tick, or `now` if a tick came while this one ran.
     pub fn finished(
         &mut self,
         kind: ProbeKind,
@@ -174,12 +241,22 @@ impl Probes {
         now: Instant,
     ) -> Option<ProbeStatus> {
         let stopping = self.stopping;
+        let next = {
+            let p = match kind {
+                ProbeKind::Startup => self.startup.as_ref(),
+                ProbeKind::Readiness => self.readiness.as_ref(),
+                ProbeKind::Liveness => self.liveness.as_ref(),
+            }?;
+            let ran_from = p.in_flight.unwrap_or(now);
+            let tick = self.tick_after(p, ran_from);
+            if tick <= now { now } else { tick }
+        };
         let p = self.probe_mut(kind)?;
-        p.in_flight = false;
+        p.in_flight = None;
         if stopping && kind != ProbeKind::Readiness {
             return None;
         }
-        p.next = Some(now + p.spec.period);
+        p.next = Some(next);
         let flip = p.state.record(success);
         if kind == ProbeKind::Startup && flip == Some(ProbeStatus::Success) {
             p.next = None;
@@ -228,37 +305,83 @@ mod tests {
         PodPlan::from_pod(&pod).map(|p| p.container).expect("plan")
     }
 
+    const S: Duration = Duration::from_secs(1);
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
     #[test]
-    fn startup_gates_readiness_and_readiness_runs_at_once() {
+    fn startup_runs_on_its_ticks_then_readiness_at_once_and_liveness_on_a_tick() {
         let c = plan(serde_json::json!({"name": "app",
             "startupProbe": {"tcpSocket": {"port": 1}, "periodSeconds": 1},
             "readinessProbe": {"tcpSocket": {"port": 1}},
             "livenessProbe": {"tcpSocket": {"port": 1}, "initialDelaySeconds": 5}}));
         let t0 = Instant::now();
-        let mut p = Probes::new(&c, t0);
+        let start = t0 + ms(300);
+        let mut p = Probes::new(&c, t0, start);
         assert!(!p.started() && !p.ready());
-        let due = p.take_due(t0);
+        // No startup probe before the first tick of the pod's ticker.
+        assert!(p.take_due(start).is_empty());
+        assert_eq!(p.next_due(), Some(t0 + S));
+        let due = p.take_due(t0 + S);
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].0, ProbeKind::Startup);
+        let t1 = t0 + ms(1_100);
         assert_eq!(
-            p.finished(ProbeKind::Startup, true, t0),
+            p.finished(ProbeKind::Startup, true, t1),
             Some(ProbeStatus::Success)
         );
         assert!(p.started() && !p.ready());
-        // Readiness is due immediately, liveness only after its delay.
-        let due: Vec<_> = p.take_due(t0).into_iter().map(|(k, _)| k).collect();
+        // Readiness is triggered at once; liveness waits for the first tick
+        // of its 10 s ticker past its 5 s delay.
+        let due: Vec<_> = p.take_due(t1).into_iter().map(|(k, _)| k).collect();
         assert_eq!(due, vec![ProbeKind::Readiness]);
-        assert_eq!(p.next_due(), Some(t0 + Duration::from_secs(5)));
-        p.finished(ProbeKind::Readiness, true, t0);
+        assert_eq!(p.next_due(), Some(t0 + 10 * S));
+        p.finished(ProbeKind::Readiness, true, t1);
         assert!(p.ready());
         p.stop_restarting_probes();
-        // Only readiness is left, a period later.
-        assert_eq!(p.next_due(), Some(t0 + Duration::from_secs(10)));
+        // Only readiness is left, on its next tick.
+        assert_eq!(p.next_due(), Some(t0 + 10 * S));
+    }
+
+    #[test]
+    fn inside_the_initial_delay_the_first_probe_is_the_next_tick() {
+        let c = plan(serde_json::json!({"name": "app",
+            "readinessProbe": {"tcpSocket": {"port": 1}, "initialDelaySeconds": 3, "periodSeconds": 2},
+            "livenessProbe": {"tcpSocket": {"port": 1}, "initialDelaySeconds": 3, "periodSeconds": 2}}));
+        let t0 = Instant::now();
+        let start = t0 + ms(500);
+        let mut p = Probes::new(&c, t0, start);
+        // The trigger at start is inside the delay (which ends at 3.5 s):
+        // both run on the tick at 4 s, not at 3.5 s.
+        assert!(p.take_due(start).is_empty());
+        assert_eq!(p.next_due(), Some(t0 + 4 * S));
+        assert!(p.take_due(t0 + ms(3_600)).is_empty());
+        assert_eq!(p.take_due(t0 + 4 * S).len(), 2);
+    }
+
+    #[test]
+    fn a_slow_probe_runs_back_to_back_and_a_quick_one_on_the_ticks() {
+        let c = plan(serde_json::json!({"name": "app",
+            "readinessProbe": {"tcpSocket": {"port": 1}, "periodSeconds": 1}}));
+        let t0 = Instant::now();
+        let mut p = Probes::new(&c, t0, t0);
+        assert_eq!(p.take_due(t0).len(), 1);
+        // It ran 2.5 periods: the tick that came meanwhile runs it at once.
+        p.finished(ProbeKind::Readiness, false, t0 + ms(2_500));
+        assert_eq!(p.next_due(), Some(t0 + ms(2_500)));
+        assert_eq!(p.take_due(t0 + ms(2_500)).len(), 1);
+        // A quick run waits for the next tick (3 s), not a period after it.
+        p.finished(ProbeKind::Readiness, false, t0 + ms(2_700));
+        assert_eq!(p.next_due(), Some(t0 + 3 * S));
+        assert!(p.take_due(t0 + ms(2_900)).is_empty());
     }
 
     #[test]
     fn no_probes_means_ready_at_once() {
-        let p = Probes::new(&plan(serde_json::json!({"name": "app"})), Instant::now());
+        let now = Instant::now();
+        let p = Probes::new(&plan(serde_json::json!({"name": "app"})), now, now);
         assert!(p.started() && p.ready());
         assert_eq!(p.next_due(), None);
     }

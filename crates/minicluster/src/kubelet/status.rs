@@ -153,12 +153,42 @@ impl PodView {
                         name: plan.name.clone(),
                     });
                 }
-                let status = self.render(plan, &pod["status"]);
+                let mut status = self.render(plan, &pod["status"]);
+                keep_foreign_conditions(&pod["status"], &mut status);
                 pod["status"] = status;
                 Ok(())
             })
             .ok()
     }
+}
+
+/// The conditions the kubelet does not own (`PodConditionByKubelet`:
+/// PodScheduled, Ready, Initialized, ContainersReady, …) stay, ahead of the
+/// kubelet's own, as `mergePodStatus` (pkg/kubelet/status/status_manager.go)
+/// keeps them: the `DisruptionTarget` an eviction set survives the kubelet's
+/// later status writes.
+fn keep_foreign_conditions(old: &Value, status: &mut Value) {
+    const BY_KUBELET: [&str; 5] = [
+        "PodScheduled",
+        "Ready",
+        "Initialized",
+        "ContainersReady",
+        "PodReadyToStartContainers",
+    ];
+    let foreign: Vec<Value> = old["conditions"]
+        .as_array()
+        .map(|cs| {
+            cs.iter()
+                .filter(|c| !BY_KUBELET.iter().any(|t| c["type"] == *t))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    if foreign.is_empty() {
+        return;
+    }
+    let own = status["conditions"].as_array().cloned().unwrap_or_default();
+    status["conditions"] = Value::Array(foreign.into_iter().chain(own).collect());
 }
 
 impl Default for PodView {

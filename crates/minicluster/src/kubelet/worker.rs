@@ -3,8 +3,10 @@
 //! failures (CrashLoopBackOff), and terminate it as the kubelet's
 //! `killContainer` does when the pod gets a `deletionTimestamp`, ending with
 //! the terminal phase and the final delete. The supervisor steers the task
-//! through a [`Desired`] watch: `Terminate` for a graceful delete, `Kill`
-//! when the object vanished (grace 0, force delete) or the kubelet stops.
+//! through a [`Desired`] watch: `Terminate` for a graceful delete (again,
+//! with a shorter grace, for a later delete that shortens it, and with grace
+//! 0 when the object vanished: grace 0, force delete), `Kill` when the
+//! kubelet stops.
 
 use std::{
     future::Future,
@@ -21,15 +23,16 @@ use tokio::{
 };
 
 use super::{
-    PodInfo, Shared,
-    events::{BackOff, StopWhy, describe, exit_message},
+    PodInfo, RELIST, Shared,
+    events::{BackOff, StopWhy, publish},
     lock,
     probes::{Probes, kind_name, run_probe},
+    signals::{KubeletSignal, SignalKind},
     spec::{PodPlan, expand, service_env},
     status::{PodView, pods, running, terminated, waiting},
 };
 use crate::{
-    api::record_event,
+    api::record_legacy_event,
     process::{
         ExitInfo, PodProcess, PodSpec, ProbeKind, ProbeStatus, ProcessError, ProcessEvent,
         terminate,
@@ -45,12 +48,12 @@ const KILL_WAIT: Duration = Duration::from_secs(10);
 pub enum Desired {
     /// Keep the pod running.
     Run,
-    /// Graceful delete with this grace period (seconds).
+    /// Graceful delete with this grace period (seconds; below 1 counts as 1).
     Terminate {
         /// Grace period.
         grace: i64,
     },
-    /// The object is gone or the kubelet stops: SIGKILL the group now.
+    /// The kubelet stops: SIGKILL the group now.
     Kill,
 }
 
@@ -85,6 +88,7 @@ pub async fn run_pod(
         last_exit: None,
         last_terminated: None,
         instances: 0,
+        probe_ticker_origin: Instant::now(),
     };
     worker.main().await;
 }
@@ -100,6 +104,9 @@ struct Worker {
     last_exit: Option<ExitInfo>,
     last_terminated: Option<Value>,
     instances: u32,
+    /// When the pod's probe tickers started (the pod's start on this
+    /// kubelet): they keep their phase across container restarts.
+    probe_ticker_origin: Instant,
 }
 
 impl Worker {
@@ -174,19 +181,52 @@ impl Worker {
         }
     }
 
-    /// Records an event about the pod (or its container).
+    /// Records an event about the pod (or its container), as a real
+    /// kubelet's legacy recorder does.
     fn event(&self, type_: &str, reason: &str, message: &str, container: bool) {
         let field_path = format!("spec.containers{{{}}}", self.plan.container.name);
         let fp = container.then_some(field_path.as_str());
-        record_event(
+        record_legacy_event(
             &self.sh.store,
             &self.pod,
             type_,
             reason,
             message,
             "kubelet",
+            &self.plan.node,
             fp,
         );
+    }
+
+    /// Sends one moment to the exact record, if it is kept.
+    fn signal(&self, at: Instant, kind: SignalKind) {
+        if let Some(tx) = &self.sh.signals {
+            let _ = tx.send(KubeletSignal {
+                at,
+                namespace: self.plan.namespace.clone(),
+                pod: self.plan.name.clone(),
+                uid: self.plan.uid.clone(),
+                container: self.plan.container.name.clone(),
+                kind,
+            });
+        }
+    }
+
+    /// Waits out the PLEG relist after an exit at `exited` (the status shows
+    /// it only then); `false` when the kubelet stops meanwhile.
+    async fn relist(&mut self, exited: Instant) -> bool {
+        let sleep = tokio::time::sleep_until((exited + RELIST).into());
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = &mut sleep => return true,
+                changed = self.desired.changed() => {
+                    if changed.is_err() || *self.desired.borrow() == Desired::Kill {
+                        return false;
+                    }
+                }
+            }
+        }
     }
 
     fn write(&mut self) {
@@ -211,12 +251,16 @@ impl Worker {
     }
 
     /// Terminal phase from the last exit, then (for a deleted pod) the
-    /// final delete with the uid precondition.
+    /// final delete with the uid precondition. Nothing of the pod runs any
+    /// more: its sandbox goes, and its address with it (`StopPodSandbox`).
     fn finish(&mut self, delete: bool) {
         let success = self.last_exit.is_some_and(|e| e.success());
         self.view.phase = if success { "Succeeded" } else { "Failed" };
         self.view.ready = false;
         self.write();
+        if let Some(ip) = self.view.pod_ip {
+            self.sh.ips.tear_down(ip);
+        }
         if delete && let Some(pods) = pods() {
             let plan = &self.plan;
             let _ = self
@@ -322,7 +366,7 @@ impl Worker {
         self.instances += 1;
         let started_at = now_rfc3339();
         let container_id = format!("rolltest://{}", process.pid());
-        let mut probes = Probes::new(&c, process.started_at());
+        let mut probes = Probes::new(&c, self.probe_ticker_origin, process.started_at());
         let pod_ip = process.spec().pod_ip;
         self.view.phase = "Running";
         self.view.pod_ip = Some(pod_ip);
@@ -366,6 +410,9 @@ impl Worker {
         let mut stop: Option<StopFuture> = None;
         let mut why: Option<StopWhy> = None;
         let mut deleting = false;
+        // The grace of the deletion's kill under way, to restart it when a
+        // later delete shortens it.
+        let mut kill_grace: Option<i64> = None;
         let mut tasks: JoinSet<(ProbeKind, bool, String)> = JoinSet::new();
         let start_stop = |grace: i64| -> StopFuture {
             let (p, tx, hook) = (process.clone(), events_tx.clone(), c.pre_stop.clone());
@@ -388,7 +435,7 @@ impl Worker {
                         r = &mut wait, if stop.is_none() => break r,
                         r = maybe(stop.as_mut().map(|s| s.as_mut())) => break r,
                         Some(ev) = events_rx.recv() => {
-                            self.process_event(&ev, why, process.pid());
+                            self.process_event(&ev, why);
                             None
                         }
                         changed = self.desired.changed() => Some(if changed.is_err() {
@@ -430,7 +477,19 @@ impl Worker {
                     if stop.is_none() {
                         why = Some(StopWhy::Delete);
                         stop = Some(start_stop(grace));
+                        kill_grace = Some(grace.max(1));
                     }
+                }
+                Some(Desired::Terminate { grace })
+                    if kill_grace.is_some_and(|g| grace.max(1) < g) =>
+                {
+                    // A shorter grace: the kubelet's pod worker cancels the
+                    // kill under way and kills anew with the shorter one
+                    // (pod_workers.go: gracePeriodShortened cancels the
+                    // terminating sync). Dropping the old sequence stops
+                    // waiting for its preStop hook and its deadline.
+                    stop = Some(start_stop(grace));
+                    kill_grace = Some(grace.max(1));
                 }
                 _ => {}
             }
@@ -438,7 +497,7 @@ impl Worker {
         tasks.abort_all();
         lock(&self.sh.live).remove(&self.plan.uid);
         while let Ok(ev) = events_rx.try_recv() {
-            self.process_event(&ev, why, process.pid());
+            self.process_event(&ev, why);
         }
         let exit = result.unwrap_or_else(|e| {
             self.event(
@@ -455,12 +514,19 @@ impl Worker {
             }
         });
         if why.is_none() {
-            self.event(
-                "Normal",
-                "ContainerExited",
-                &exit_message(&c.name, &exit),
-                true,
+            // A crash: no Event (a real kubelet has none for an exit), only
+            // the exact record.
+            self.signal(
+                exit.at,
+                SignalKind::Exited {
+                    code: exit.code,
+                    signal: exit.signal,
+                },
             );
+        }
+        // The exit shows in the status after the next relist.
+        if !self.relist(exit.at).await {
+            return Outcome::Killed;
         }
         self.last_exit = Some(exit);
         let state = terminated(&exit, &started_at, Some(&container_id));
@@ -477,10 +543,21 @@ impl Worker {
         }
     }
 
-    /// Records a step of the termination sequence as an Event.
-    fn process_event(&self, ev: &ProcessEvent, why: Option<StopWhy>, pid: i32) {
-        let (type_, reason, message) = describe(&ev.kind, why, &self.plan.container.name, pid);
-        self.event(type_, reason, &message, true);
+    /// Publishes a step of the termination sequence: a real kubelet's Event
+    /// for it, if any, and its moment in the exact record.
+    fn process_event(&self, ev: &ProcessEvent, why: Option<StopWhy>) {
+        let c = &self.plan.container;
+        let pod = format!(
+            "{}_{}({})",
+            self.plan.name, self.plan.namespace, self.plan.uid
+        );
+        let (event, exact) = publish(&ev.kind, why, &c.name, c.pre_stop.as_ref(), &pod);
+        if let Some((type_, reason, message)) = event {
+            self.event(type_, reason, &message, true);
+        }
+        if let Some(kind) = exact {
+            self.signal(ev.at, kind);
+        }
     }
 
     /// Handles one finished probe; returns a stop to start if it calls for a kill.

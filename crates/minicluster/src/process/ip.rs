@@ -9,10 +9,21 @@
 //! (chosen by its pid: 127.0.1.x, 127.0.17.x, …), so clusters of two rolltest processes started at the same moment
 //! do not race for the same addresses either. An address another program
 //! holds is skipped by [`IpAllocator::allocate_free`].
+//!
+//! An allocator also knows which of its addresses are *torn down*: the
+//! kubelet marks a pod's address so once the pod's sandbox is gone (a real
+//! kubelet's `StopPodSandbox`, CNI DEL: the address leaves the network and
+//! packets to it are dropped), and the service proxies, which share the
+//! allocator, emulate that for new connections their stale views still send
+//! there (see `proxy`). Loopback itself cannot drop packets without root.
 
 use std::{
-    net::Ipv4Addr,
-    sync::atomic::{AtomicU32, Ordering},
+    collections::HashSet,
+    net::{IpAddr, Ipv4Addr},
+    sync::{
+        Mutex,
+        atomic::{AtomicU32, Ordering},
+    },
 };
 
 use super::ProcessError;
@@ -35,11 +46,12 @@ fn process_base() -> u32 {
     (std::process::id() % BLOCKS) * BLOCK_SUBNETS * HOSTS
 }
 
-/// Hands out pod IPs in order, never twice in this process. Cheap to share
-/// (`&self`).
+/// Hands out pod IPs in order, never twice in this process, and remembers
+/// which were torn down. Cheap to share (`&self`).
 #[derive(Debug, Default)]
 pub struct IpAllocator {
-    _private: (),
+    /// Addresses whose pod sandbox is gone (never reused, so never cleared).
+    torn_down: Mutex<HashSet<IpAddr>>,
 }
 
 impl IpAllocator {
@@ -53,6 +65,25 @@ impl IpAllocator {
     pub fn allocate(&self) -> Result<Ipv4Addr, ProcessError> {
         let n = take(&NEXT)?;
         Ok(address((process_base() + n) % (HOSTS * SUBNETS)))
+    }
+}
+
+impl IpAllocator {
+    /// Marks `ip` torn down: its pod's sandbox is gone, so on a real network
+    /// nothing answers there any more (packets are dropped).
+    pub fn tear_down(&self, ip: IpAddr) {
+        self.torn_down
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(ip);
+    }
+
+    /// Whether `ip` was torn down (see [`tear_down`](Self::tear_down)).
+    pub fn is_torn_down(&self, ip: IpAddr) -> bool {
+        self.torn_down
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&ip)
     }
 }
 
@@ -102,6 +133,16 @@ mod tests {
             address(HOSTS * SUBNETS - 1),
             Ipv4Addr::new(127, 255, 255, 254)
         );
+    }
+
+    #[test]
+    fn torn_down_addresses_are_remembered_per_allocator() {
+        let (a, b) = (IpAllocator::new(), IpAllocator::new());
+        let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 9, 9));
+        assert!(!a.is_torn_down(ip));
+        a.tear_down(ip);
+        assert!(a.is_torn_down(ip));
+        assert!(!b.is_torn_down(ip), "another cluster's network");
     }
 
     #[test]

@@ -27,6 +27,8 @@
 //! tiny watchdog (`sh` reading a pipe whose write end only rolltest holds)
 //! SIGKILLs every registered group when that pipe reaches end-of-file.
 
+mod exec;
+mod exit;
 mod hooks;
 mod ip;
 mod pod;
@@ -38,9 +40,11 @@ mod terminate;
 
 use std::{io, path::PathBuf, time::Duration};
 
-pub use hooks::{ExecContext, Hook, HookOutcome, HookResult, HttpGetAction, run_hook};
+pub use exec::ExecContext;
+pub use exit::ExitInfo;
+pub use hooks::{Hook, HookOutcome, HookResult, HttpGetAction, run_hook};
 pub use ip::IpAllocator;
-pub use pod::{ExitInfo, PodProcess, PodSpec};
+pub use pod::{PodProcess, PodSpec};
 pub use probe::{ProbeResult, probe_exec, probe_http, probe_tcp};
 pub use probe_state::{ProbeKind, ProbeState, ProbeStatus};
 pub use registry::{ChildRegistry, NO_WATCHDOG_ENV, OrphanGuard};

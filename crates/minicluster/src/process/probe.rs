@@ -10,7 +10,7 @@ use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::hooks::{ExecContext, run_exec};
+use super::exec::{ExecContext, run_exec};
 
 /// The kubelet's probe User-Agent.
 const USER_AGENT: &str = "kube-probe/1.34";

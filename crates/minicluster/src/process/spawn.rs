@@ -21,7 +21,7 @@ use std::{
 
 use tokio::io::unix::AsyncFd;
 
-use super::{ProcessError, pod::ExitInfo, registry::ChildRegistry};
+use super::{ProcessError, exit::ExitInfo, registry::ChildRegistry};
 
 type Job = Box<dyn FnOnce() + Send>;
 

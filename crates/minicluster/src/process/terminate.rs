@@ -4,6 +4,12 @@
 //! running then is not killed; it dies with the group) → grace minus the
 //! whole seconds the hook took, at least 2 → SIGTERM to the main process →
 //! wait up to the grace → SIGKILL to the group → wait for the exit.
+//!
+//! The grace is at least 1 s whatever was asked (a delete with grace 0,
+//! `terminationGracePeriodSeconds: 0`): the kubelet's
+//! `calculateEffectiveGracePeriod` (`pkg/kubelet/pod_workers.go`) "always
+//! supplies a grace period of 1", so the preStop hook gets up to 1 s and the
+//! app still gets the 2 s minimum after SIGTERM.
 
 use std::time::{Duration, Instant};
 
@@ -11,13 +17,18 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::{
     ProcessError,
+    exit::ExitInfo,
     hooks::{Hook, HookOutcome, run_hook},
-    pod::{ExitInfo, PodProcess},
+    pod::PodProcess,
 };
 
 /// The kubelet's `minimumGracePeriodInSeconds`: the app always gets this
 /// long between SIGTERM and SIGKILL.
 const MIN_GRACE_SECONDS: i64 = 2;
+
+/// The kubelet's floor on the effective grace period of a pod kill
+/// (`calculateEffectiveGracePeriod`).
+const MIN_EFFECTIVE_GRACE_SECONDS: i64 = 1;
 
 /// How long a SIGKILLed process may take to be reaped before we give up.
 const AFTER_SIGKILL: Duration = Duration::from_secs(10);
@@ -61,7 +72,7 @@ pub enum ProcessEventKind {
 }
 
 /// Stops `process` as the kubelet does, given the already resolved grace
-/// period (negative counts as 0) and the container's preStop hook, sending
+/// period (below 1 counts as 1) and the container's preStop hook, sending
 /// each step to `events` (a closed channel is fine). Returns the exit.
 ///
 /// A process that already exited gets just `Killing` and `Exited`.
@@ -81,7 +92,7 @@ pub async fn terminate(
         });
     };
     emit(ProcessEventKind::Killing);
-    let mut grace = grace_seconds.max(0);
+    let mut grace = grace_seconds.max(MIN_EFFECTIVE_GRACE_SECONDS);
     if let Some(hook) = pre_stop.filter(|_| grace > 0)
         && process.try_wait()?.is_none()
     {

@@ -5,8 +5,11 @@
 //! never move a live connection. Bytes are copied both ways; a FIN from one
 //! side is passed on as a half-close, a reset or error from one side resets
 //! the other (abortive close via `SO_LINGER 0`), so the client sees what it
-//! would see through kube-proxy. No usable endpoint or a refused backend
-//! resets the new client connection.
+//! would see through kube-proxy. A refused backend resets the new client
+//! connection. With no usable endpoint the listener refuses connections
+//! (`gate`); one accepted just before the switch is reset. A connection sent
+//! to a torn-down pod address is held unanswered, as dropped packets leave
+//! a client waiting (see the `proxy` module docs).
 //!
 //! Cost: per request it makes the minimum a user-space forwarder can (one
 //! `recv` and one `send` each way, a short read ends a drain without an
@@ -31,29 +34,56 @@ use std::{
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
+    sync::watch,
     task::JoinSet,
 };
 
-use super::{CONNECT_TIMEOUT, ConnectionEnd, Outcome, ProxyEvent, table::Shared};
+use super::{
+    CONNECT_TIMEOUT, ConnectionEnd, DROPPED_CONNECT_TIMEOUT, Outcome, ProxyEvent, table::Shared,
+};
 
 /// Size of each direction's copy buffer.
 const BUFFER: usize = 16 * 1024;
 
-/// Accepts client connections until the task is aborted; aborting it drops
-/// the `JoinSet`, which aborts every connection task with it.
-pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+/// Accepts client connections on each listening socket `open` hands over
+/// (none while the gate is closed) until the task is aborted; aborting it
+/// drops the `JoinSet`, which aborts every connection task with it.
+pub(crate) async fn serve(
+    mut open: watch::Receiver<Option<Arc<std::net::TcpListener>>>,
+    shared: Arc<Shared>,
+) {
     let mut connections = JoinSet::new();
+    // A socket of its own for the runtime to register: the gate keeps the
+    // other to shut it down.
+    let current = |open: &mut watch::Receiver<Option<Arc<std::net::TcpListener>>>| {
+        open.borrow_and_update()
+            .as_ref()
+            .and_then(|l| l.try_clone().ok())
+            .and_then(|l| TcpListener::from_std(l).ok())
+    };
+    let mut listener = current(&mut open);
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
+            // The gate's sender lives as long as `shared`.
+            Ok(()) = open.changed() => listener = current(&mut open),
+            accepted = accept(listener.as_ref()) => match accepted {
                 Ok((client, peer)) => {
                     connections.spawn(forward(client, peer, Arc::clone(&shared)));
                 }
-                // Out of file descriptors and the like: back off briefly.
+                // Out of file descriptors, or the gate just closed: back off
+                // briefly.
                 Err(_) => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
+    }
+}
+
+/// The next connection on `listener`; never, without one.
+async fn accept(listener: Option<&TcpListener>) -> io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -66,6 +96,10 @@ async fn forward(client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         None => {
             reset(&client);
             (0, 0, ConnectionEnd::NoEndpoints)
+        }
+        Some(chosen) if shared.torn_down(chosen.addr) => {
+            hold(&client).await;
+            (0, 0, ConnectionEnd::ConnectFailed)
         }
         Some(chosen) => match connect(chosen.addr).await {
             Err(_) => {
@@ -95,6 +129,29 @@ async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
         .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
     let _ = stream.set_nodelay(true);
     Ok(stream)
+}
+
+/// What a client sees when its SYN goes to an address nobody answers: no
+/// answer. Whatever it sends is read and dropped (the client cannot tell)
+/// until it closes or [`DROPPED_CONNECT_TIMEOUT`] passes; then it is reset,
+/// as a connect that ran out of SYN retries fails.
+async fn hold(client: &TcpStream) {
+    let _ = tokio::time::timeout(DROPPED_CONNECT_TIMEOUT, async {
+        let mut sink = [0u8; 1024];
+        loop {
+            if client.readable().await.is_err() {
+                return;
+            }
+            match client.try_read(&mut sink) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+    })
+    .await;
+    reset(client);
 }
 
 /// Makes the coming close of `stream` an abortive one (RST).

@@ -9,15 +9,16 @@
 use std::{
     net::SocketAddr,
     sync::{
-        Arc, RwLock,
-        atomic::{AtomicUsize, Ordering},
+        Arc, OnceLock, RwLock,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Instant,
 };
 
 use tokio::sync::mpsc;
 
-use super::{Endpoint, ProxyEvent};
+use super::{Endpoint, ProxyEvent, gate::Gate};
+use crate::process::IpAllocator;
 
 /// One applied endpoint set, with the usable endpoints precomputed.
 #[derive(Debug, Default)]
@@ -37,6 +38,12 @@ impl Table {
             ready
         };
         Table { endpoints, usable }
+    }
+
+    /// Whether some endpoint takes traffic (kube-proxy's `hasEndpoints`:
+    /// without one it installs a REJECT rule).
+    pub(crate) fn has_usable(&self) -> bool {
+        !self.usable.is_empty()
     }
 }
 
@@ -62,15 +69,56 @@ pub(crate) struct Shared {
     view: RwLock<Arc<Table>>,
     next: AtomicUsize,
     events: mpsc::UnboundedSender<ProxyEvent>,
+    /// The listener stopped: its sync runner applies nothing more to it.
+    closed: AtomicBool,
+    /// The pods' addresses and which are torn down.
+    network: Arc<IpAllocator>,
+    /// L4: the listener, refusing while the view has no usable endpoint.
+    gate: OnceLock<Gate>,
 }
 
 impl Shared {
-    pub(crate) fn new(events: mpsc::UnboundedSender<ProxyEvent>) -> Shared {
+    pub(crate) fn new(
+        events: mpsc::UnboundedSender<ProxyEvent>,
+        network: Arc<IpAllocator>,
+    ) -> Shared {
         Shared {
             view: RwLock::new(Arc::new(Table::default())),
             next: AtomicUsize::new(0),
             events,
+            closed: AtomicBool::new(false),
+            network,
+            gate: OnceLock::new(),
         }
+    }
+
+    /// Whether `addr`'s pod sandbox is gone: on a real network nothing
+    /// answers there, packets are dropped.
+    pub(crate) fn torn_down(&self, addr: SocketAddr) -> bool {
+        self.network.is_torn_down(addr.ip())
+    }
+
+    /// Makes the listener follow the view: it refuses new connections while
+    /// no endpoint is usable (see [`Gate`]).
+    pub(crate) fn install_gate(&self, gate: Gate) {
+        if self.gate.set(gate).is_ok()
+            && let Some(gate) = self.gate.get()
+        {
+            gate.follow(self);
+        }
+    }
+
+    /// Marks the listener stopped (see [`is_closed`](Self::is_closed)).
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        if let Some(gate) = self.gate.get() {
+            gate.close();
+        }
+    }
+
+    /// Whether the listener stopped, so pending updates are dropped.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     /// The current view (cheap: an `Arc` clone under a read lock).
@@ -87,6 +135,9 @@ impl Shared {
         match self.view.write() {
             Ok(mut guard) => *guard = table,
             Err(poisoned) => *poisoned.into_inner() = table,
+        }
+        if let Some(gate) = self.gate.get() {
+            gate.follow(self);
         }
         self.emit(ProxyEvent::Applied {
             at: Instant::now(),
@@ -135,7 +186,7 @@ mod tests {
 
     fn shared_with(eps: Vec<Endpoint>) -> Shared {
         let (tx, _rx) = mpsc::unbounded_channel();
-        let shared = Shared::new(tx);
+        let shared = Shared::new(tx, Arc::default());
         shared.apply(eps.into());
         shared
     }

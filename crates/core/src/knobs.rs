@@ -1,0 +1,186 @@
+//! The knobs that decide whether a rollout drops requests — preStop sleep,
+//! termination grace period, PodDisruptionBudget, rollout strategy, honest
+//! readiness (probes, minReadySeconds) — plus the replica count and the app
+//! itself: their names, which knob fixes which cause, and the fix texts the
+//! correlator advises, sized from what a run measured.
+//!
+//! One module owns them: the correlator's fixes (`correlate::evidence`) are
+//! written here, `rolltest compare` names the knobs that changed and relates
+//! them to the causes with [`Knob::for_cause`], and the binary crate reads
+//! the same knobs from manifests in one module (`manifest::knobs`, for
+//! `lint` and `compare`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::Cause;
+
+/// A knob of a workload (or of its PodDisruptionBudget).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Knob {
+    /// `lifecycle.preStop` of a container.
+    PreStop,
+    /// `terminationGracePeriodSeconds`.
+    GracePeriod,
+    /// `strategy` (type, maxSurge, maxUnavailable).
+    Strategy,
+    /// `minReadySeconds`.
+    MinReadySeconds,
+    /// startup / readiness / liveness probes.
+    Probes,
+    /// `replicas`.
+    Replicas,
+    /// A PodDisruptionBudget (present, minAvailable, maxUnavailable).
+    Pdb,
+    /// The container's image, command and args (how the app behaves on SIGTERM).
+    App,
+}
+
+impl Knob {
+    /// The knob's name in words.
+    pub fn label(self) -> &'static str {
+        match self {
+            Knob::PreStop => "preStop",
+            Knob::GracePeriod => "grace period",
+            Knob::Strategy => "strategy",
+            Knob::MinReadySeconds => "minReadySeconds",
+            Knob::Probes => "probes",
+            Knob::Replicas => "replicas",
+            Knob::Pdb => "PodDisruptionBudget",
+            Knob::App => "app (image/args)",
+        }
+    }
+
+    /// The knobs that fix a cause: endpoint_lag →
+    /// preStop; killed_in_flight → grace period, the app's drain
+    /// (args/image); not_ready → readiness/startup probes, minReadySeconds;
+    /// capacity → maxUnavailable / maxSurge, a PodDisruptionBudget (and
+    /// replicas).
+    pub fn for_cause(cause: Cause) -> &'static [Knob] {
+        match cause {
+            Cause::EndpointLag => &[Knob::PreStop],
+            Cause::KilledInFlight => &[Knob::GracePeriod, Knob::App],
+            Cause::NotReady => &[Knob::Probes, Knob::MinReadySeconds],
+            Cause::Capacity => &[Knob::Strategy, Knob::Pdb, Knob::Replicas],
+            Cause::Unexplained => &[],
+        }
+    }
+}
+
+/// The fix texts the correlator advises, one per knob, sized from the run's
+/// measurements (µs on the run clock; printed as "1.49 s").
+pub mod fix {
+    /// µs as "1.49 s".
+    pub fn secs(us: i64) -> String {
+        format!("{:.2} s", us as f64 / 1e6)
+    }
+
+    /// µs rounded up to whole seconds.
+    pub fn whole_seconds(us: i64) -> i64 {
+        (us.max(0) + 999_999) / 1_000_000
+    }
+
+    /// The preStop sleep that outlasts a propagation of `slowest_us`:
+    /// ceil(slowest + 0.5 s), at least 1 s. The 0.5 s margin absorbs
+    /// run-to-run jitter of the proxies' sync, and whole seconds because
+    /// `sleep` and the kubelet's grace arithmetic (it truncates the hook's
+    /// duration to seconds) work in seconds.
+    pub fn pre_stop_seconds(slowest_us: i64) -> i64 {
+        whole_seconds(slowest_us.max(0) + 500_000).max(1)
+    }
+
+    /// preStop, when the run measured no propagation.
+    pub const PRE_STOP_UNMEASURED: &str = "preStop sleep longer than the endpoint propagation (none was measured in this run), and terminationGracePeriodSeconds above preStop + drain";
+
+    /// preStop, embedded: the slowest deletion → proxy applied was
+    /// `measured_us`.
+    pub fn pre_stop(measured_us: i64) -> String {
+        format!(
+            "preStop sleep ≥ {} s (and terminationGracePeriodSeconds above preStop + drain): the slowest endpoint propagation measured was {}",
+            pre_stop_seconds(measured_us),
+            secs(measured_us)
+        )
+    }
+
+    /// preStop, real cluster: the slowest deletion → EndpointSlice update was
+    /// `measured_us`, and node proxies may follow it `allowance_us` later.
+    pub fn pre_stop_external(measured_us: i64, allowance_us: i64) -> String {
+        format!(
+            "preStop sleep ≥ {} s (and terminationGracePeriodSeconds above preStop + drain): the slowest EndpointSlice update measured was {} after deletion, plus {} allowed for node proxies to follow it",
+            pre_stop_seconds(measured_us + allowance_us),
+            secs(measured_us),
+            secs(allowance_us)
+        )
+    }
+
+    /// The grace period: ≥ preStop + drain + 1 s, where the drain must
+    /// outlast the slowest request the app serves (`drain_us`).
+    fn grace(pre_stop_us: i64, drain_us: i64) -> String {
+        format!(
+            "terminationGracePeriodSeconds ≥ {} s covers preStop (measured {}) + drain (the slowest request took {}) + 1 s",
+            whole_seconds(pre_stop_us + drain_us + 1_000_000),
+            secs(pre_stop_us),
+            secs(drain_us)
+        )
+    }
+
+    /// killed_in_flight: the grace period and the app's drain on SIGTERM;
+    /// `sigkilled` when the grace period ran out.
+    pub fn grace_and_drain(sigkilled: bool, pre_stop_us: i64, drain_us: i64) -> String {
+        let sizing = grace(pre_stop_us, drain_us);
+        if sigkilled {
+            format!(
+                "the grace period ran out and SIGKILL cut the requests: {sizing}; drain on SIGTERM (finish in-flight requests, close keep-alive connections after their response)"
+            )
+        } else {
+            format!(
+                "drain on SIGTERM: keep serving in-flight requests and close keep-alive connections only after their current response (`Connection: close`), then exit; {sizing}"
+            )
+        }
+    }
+
+    /// not_ready: honest readiness, a startupProbe and minReadySeconds sized
+    /// to how long the pod still failed after it became Ready (`window_us`).
+    pub fn readiness(window_us: i64) -> String {
+        let window = window_us.max(0);
+        format!(
+            "honest readiness: the readiness probe must fail until the app can serve and while a dependency is down; a startupProbe for slow starts; minReadySeconds ≥ {} s (it was still failing {} after Ready)",
+            whole_seconds(window).max(1),
+            secs(window)
+        )
+    }
+
+    /// The liveness probe's part, put before a not_ready or capacity fix when
+    /// liveness restarts happened meanwhile.
+    pub const LIVENESS: &str = "a livenessProbe that checks only the process (e.g. /livez), never a dependency: the readiness probe takes a pod out of the endpoints during an outage and puts it back at once, a liveness restart keeps it out longer; ";
+
+    /// capacity: the rollout strategy and a PodDisruptionBudget.
+    pub const STRATEGY_AND_PDB: &str = "maxUnavailable: 0 and maxSurge ≥ 1, so a rollout adds a Ready pod before it removes one, and a PodDisruptionBudget (e.g. maxUnavailable: 1) so drains and evictions wait for Ready replacements";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Knob, fix};
+    use crate::model::Cause;
+
+    #[test]
+    fn every_cause_but_unexplained_has_a_knob() {
+        for cause in Cause::ALL {
+            assert_eq!(
+                Knob::for_cause(cause).is_empty(),
+                cause == Cause::Unexplained,
+                "{cause:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn pre_stop_is_sized_in_whole_seconds_with_half_a_second_margin() {
+        assert_eq!(fix::pre_stop_seconds(0), 1);
+        assert_eq!(fix::pre_stop_seconds(1_490_000), 2);
+        assert_eq!(fix::pre_stop_seconds(1_600_000), 3);
+        assert!(fix::pre_stop(1_490_000).starts_with("preStop sleep ≥ 2 s "));
+        assert!(fix::pre_stop_external(1_000_000, 2_000_000).starts_with("preStop sleep ≥ 4 s "));
+        assert!(fix::grace_and_drain(true, 3_000_000, 200_000).contains("≥ 5 s covers"));
+    }
+}

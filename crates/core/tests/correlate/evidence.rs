@@ -1,0 +1,249 @@
+//! The groups: their evidence and fix text, rebuilds from records alone,
+//! and the measured propagation.
+
+use super::*;
+
+// ---- groups and propagation
+
+fn lag_run() -> Case {
+    let mut c = Case::new(ProxyMode::L4);
+    for i in 0..3u64 {
+        let id = 10 + i;
+        let t = 10_400 + 100 * i;
+        c.conns.push(conn(id, t));
+        c.proxy.push(prec(
+            id,
+            Some("old-1"),
+            t,
+            t + 1,
+            ProxyOutcome::ConnectFailed,
+        ));
+        c.records
+            .push(rec(i, t, 1, failed(ErrorKind::ConnectionReset)).on(id));
+    }
+    c.conns.push(conn(3, 9_000));
+    c.proxy.push(prec(
+        3,
+        Some("old-1"),
+        9_000,
+        10_020,
+        ProxyOutcome::BackendReset,
+    ));
+    c.records
+        .push(rec(3, 9_000, 5, Outcome::Ok).on(3).pod("old-1"));
+    c.records
+        .push(rec(4, 10_015, 10, failed(ErrorKind::ConnectionReset)).on(3));
+    c.records
+        .push(rec(5, 30_500, 2_000, failed(ErrorKind::Timeout)));
+    c.records.push(
+        rec(6, 4_000, 2, failed(ErrorKind::Http5xx))
+            .pod("new-2")
+            .status(503),
+    );
+    c
+}
+
+#[test]
+fn groups_carry_evidence_and_fix_text() {
+    let c = lag_run();
+    let t = timeline();
+    let input = c.input(&t);
+    let attrs = correlate::attribute(&input);
+    let groups = correlate::groups(&input, &attrs);
+    let causes: Vec<(Cause, Option<&str>, u64)> = groups
+        .iter()
+        .map(|g| (g.cause, g.pod.as_deref(), g.count))
+        .collect();
+    assert_eq!(
+        causes,
+        vec![
+            (Cause::EndpointLag, Some("old-1"), 3),
+            (Cause::KilledInFlight, Some("old-1"), 1),
+            (Cause::NotReady, Some("new-2"), 1),
+            (Cause::Capacity, None, 1),
+        ]
+    );
+    let lag = &groups[0];
+    assert_eq!(
+        lag.evidence,
+        "pod old-1 got SIGTERM at 10.01 s and exited at 10.02 s; the proxy still routed to it \
+         until 11.50 s; 3 requests reset between 10.40 s and 10.60 s"
+    );
+    assert!(
+        lag.fix.starts_with("preStop sleep ≥ 2 s")
+            && lag
+                .fix
+                .ends_with("the slowest endpoint propagation measured was 1.50 s"),
+        "{}",
+        lag.fix
+    );
+    assert_eq!((lag.first_us, lag.last_us), (10_400 * MS, 10_600 * MS));
+    assert_eq!(lag.kinds.get(&ErrorKind::ConnectionReset), Some(&3));
+
+    let killed = &groups[1];
+    assert!(
+        killed.evidence.contains("SIGTERM at 10.01 s")
+            && killed
+                .evidence
+                .contains("exited at 10.02 s (exit code 0), 10 ms after SIGTERM")
+            && killed
+                .evidence
+                .contains("1 request was in flight when it exited"),
+        "{}",
+        killed.evidence
+    );
+    // Grace: no preStop + the slowest ok or killed request (10 ms) + 1 s,
+    // rounded up: 2 s.
+    assert!(
+        killed.fix.contains(
+            "terminationGracePeriodSeconds ≥ 2 s covers preStop (measured 0.00 s) + drain (the slowest request took 0.01 s)"
+        ),
+        "{}",
+        killed.fix
+    );
+    assert!(killed.fix.starts_with("drain on SIGTERM"), "{}", killed.fix);
+
+    let nr = &groups[2];
+    assert_eq!(
+        nr.evidence,
+        "pod new-2 became Ready at 3.00 s; 1 request answered 503 at 4.00 s while it counted as Ready"
+    );
+    assert!(nr.fix.contains("minReadySeconds ≥ 1 s"), "{}", nr.fix);
+
+    let cap = &groups[3];
+    assert_eq!(
+        cap.evidence,
+        "between 30.00 s and 32.00 s only 1 of 2 desired endpoints were ready; 1 request timed out at 30.50 s"
+    );
+    assert!(cap.fix.contains("maxUnavailable: 0") && cap.fix.contains("PodDisruptionBudget"));
+}
+
+#[test]
+fn evidence_times_count_from_the_load_start() {
+    let c = lag_run();
+    let t = timeline();
+    let mut input = c.input(&t);
+    input.load_started_us = 1_000 * MS;
+    let groups = correlate::groups(&input, &correlate::attribute(&input));
+    assert!(
+        groups[0]
+            .evidence
+            .starts_with("pod old-1 got SIGTERM at 9.01 s and exited at 9.02 s")
+    );
+}
+
+#[test]
+fn groups_rebuild_from_records_alone_matches_the_run() {
+    let c = lag_run();
+    let t = timeline();
+    let input = c.input(&t);
+    let attrs = correlate::attribute(&input);
+    let live = correlate::groups(&input, &attrs);
+
+    // What `rolltest report` has: records.csv with pod + cause, the timeline.
+    let mut records = c.records.clone();
+    for r in &mut records {
+        if let Some(a) = attrs.iter().find(|a| a.seq == r.seq) {
+            r.pod = a.pod.clone();
+            r.cause = Some(a.cause);
+        }
+    }
+    let rebuilt = correlate::groups(
+        &Input {
+            records: &records,
+            conns: &[],
+            proxy: &[],
+            ..input
+        },
+        &[],
+    );
+    assert_eq!(rebuilt, live);
+}
+
+#[test]
+fn external_lag_evidence_names_the_slice_and_the_allowance() {
+    let mut c = Case::new(ProxyMode::External);
+    c.records
+        .push(rec(1, 11_800, 1, failed(ErrorKind::ConnectRefused)));
+    let mut t = timeline();
+    t.events
+        .retain(|e| !matches!(e.kind, LifecycleKind::ProxyApplied { .. }));
+    let input = c.input(&t);
+    let groups = correlate::groups(&input, &correlate::attribute(&input));
+    assert_eq!(groups.len(), 1);
+    assert_eq!(
+        groups[0].evidence,
+        "pod old-1 got SIGTERM at 10.01 s and exited at 10.02 s; the EndpointSlice marked it not \
+         ready at 10.01 s and node proxies may route to it for 2.00 s more (until 12.01 s); \
+         1 request refused at 11.80 s"
+    );
+    // 0.005 s measured + 2 s allowance + 0.5 s margin → 3 s.
+    assert!(
+        groups[0].fix.starts_with("preStop sleep ≥ 3 s"),
+        "{}",
+        groups[0].fix
+    );
+}
+
+#[test]
+fn propagation_measures_deletion_to_slice_to_proxy() {
+    let t = timeline();
+    let p = correlate::propagation(&Case::new(ProxyMode::L4).input(&t));
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].pod, "old-1");
+    assert_eq!(p[0].deletion_us, 10_000 * MS);
+    assert_eq!(p[0].slice_us, Some(10_005 * MS));
+    assert_eq!(p[0].proxy_us, Some(11_500 * MS));
+    assert_eq!(p[0].total_ms(), Some(1_500.0));
+}
+
+#[test]
+fn a_crash_before_deletion_is_not_a_termination_exit() {
+    // new-2 crashed at 20 s; deleted at 40 s. A reset at 20.01 s is not
+    // killed_in_flight (the crash was no termination) but not_ready.
+    let mut t = timeline();
+    t.events.push(ev(
+        40_000,
+        "new-2",
+        LifecycleKind::DeletionRequested { grace_seconds: 30 },
+    ));
+    let mut c = Case::new(ProxyMode::External);
+    c.records
+        .push(rec(1, 19_990, 30, failed(ErrorKind::ConnectionReset)).on(9));
+    c.records
+        .push(rec(0, 19_000, 1, Outcome::Ok).on(9).pod("new-2"));
+    let a = correlate::attribute(&c.input(&t));
+    assert_eq!(a.len(), 1);
+    assert_cause(&a[0], Cause::NotReady, Some("new-2"));
+}
+
+/// Two watches deliver the deletion and the slice update: the slice seen
+/// 3 ms before the deletion it follows measures no propagation, and the fix
+/// says 0.00 s, never a negative time.
+#[test]
+fn a_slice_seen_before_its_deletion_measures_zero_not_negative() {
+    let mut c = Case::new(ProxyMode::External);
+    c.records
+        .push(rec(1, 11_800, 1, failed(ErrorKind::ConnectRefused)));
+    let mut t = timeline();
+    t.events
+        .retain(|e| !matches!(e.kind, LifecycleKind::ProxyApplied { .. }));
+    for e in &mut t.events {
+        if matches!(e.kind, LifecycleKind::EndpointChanged { .. }) {
+            e.at_us = 9_997 * MS;
+        }
+    }
+    let input = c.input(&t);
+    let groups = correlate::groups(&input, &correlate::attribute(&input));
+    assert_eq!(groups.len(), 1);
+    assert!(
+        groups[0]
+            .fix
+            .contains("the slowest EndpointSlice update measured was 0.00 s after deletion"),
+        "{}",
+        groups[0].fix
+    );
+    let p = correlate::propagation(&input);
+    assert_eq!(p[0].slice_us, Some(9_997 * MS));
+    assert_eq!(p[0].to_slice_ms(), Some(0.0));
+}
