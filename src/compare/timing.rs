@@ -201,6 +201,7 @@ mod tests {
         LifecycleEvent {
             at_us,
             server_us,
+            server_precision_us: None,
             pod: Some("p".into()),
             source,
             kind,

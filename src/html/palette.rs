@@ -38,6 +38,7 @@ pub fn cause_color(cause: Option<Cause>) -> Rgb {
         Some(Cause::KilledInFlight) => (216, 67, 21),
         Some(Cause::NotReady) => (0, 131, 143),
         Some(Cause::Capacity) => (21, 101, 192),
+        Some(Cause::KeepaliveRace) => (175, 130, 0),
         Some(Cause::Unexplained) => (55, 71, 79),
         None => (158, 158, 158),
     }

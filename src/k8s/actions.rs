@@ -72,6 +72,7 @@ fn emit(events: &impl LifecycleSink, at_us: u64, pod: Option<String>, kind: Life
     let _ = events.send_lifecycle(LifecycleEvent {
         at_us,
         server_us: None,
+        server_precision_us: None,
         pod,
         source: EventSource::Action,
         kind,

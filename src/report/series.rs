@@ -27,6 +27,7 @@ pub fn kind_color(kind: ErrorKind) -> Rgb {
         ErrorKind::ConnectRefused => (142, 36, 170),
         ErrorKind::ConnectionReset => (239, 108, 0),
         ErrorKind::Timeout => (198, 40, 40),
+        ErrorKind::HostUnreachable => (121, 85, 72),
         ErrorKind::Http5xx => (21, 101, 192),
         ErrorKind::Http4xx => (0, 151, 167),
         ErrorKind::Other => (109, 76, 65),
@@ -39,7 +40,7 @@ pub struct Merged {
     /// Successful.
     pub ok: u64,
     /// Failed, by [`ErrorKind::index`].
-    pub failed: [u64; 6],
+    pub failed: [u64; ErrorKind::ALL.len()],
     /// Dropped.
     pub dropped: u64,
     /// How many source buckets were merged (the last group can be short).
@@ -320,7 +321,7 @@ mod tests {
     use super::*;
 
     fn tb(ok: u32, reset: u32, dropped: u32) -> ThroughputBucket {
-        let mut failed = [0; 6];
+        let mut failed = [0; ErrorKind::ALL.len()];
         failed[ErrorKind::ConnectionReset.index()] = reset;
         ThroughputBucket {
             ok,

@@ -109,6 +109,7 @@ mod tests {
         let view = |ready| LifecycleEvent {
             at_us: u64::from(ready),
             server_us: None,
+            server_precision_us: None,
             pod: None,
             source: EventSource::Proxy,
             kind: LifecycleKind::ProxyView {

@@ -192,7 +192,7 @@ pub(super) fn execute(
                 proxy: &collected.proxy,
                 proxy_mode,
                 load_started_us: load.started_us,
-                propagation_allowance_us: correlate::DEFAULT_PROPAGATION_ALLOWANCE_US,
+                propagation_allowance_us: c.propagation_allowance_us(),
             };
             let correlation = correlate::Correlation::new(input);
             let attributions = correlation.attribute();

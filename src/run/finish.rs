@@ -79,7 +79,10 @@ pub(super) fn finish(
                 proxy: &[],
                 proxy_mode,
                 load_started_us: facts.load_started_us,
-                propagation_allowance_us: correlate::DEFAULT_PROPAGATION_ALLOWANCE_US,
+                propagation_allowance_us: scenario
+                    .cluster
+                    .as_ref()
+                    .and_then(|c| c.propagation_allowance_us()),
             };
             // The run's one reading of the timeline, for the groups and the
             // propagation too (a rebuild reads it here).

@@ -67,6 +67,7 @@ impl SliceTracker {
         let event = |pod: Option<String>, kind| LifecycleEvent {
             at_us,
             server_us: None,
+            server_precision_us: None,
             pod,
             source: EventSource::EndpointSlice,
             kind,

@@ -152,15 +152,20 @@ impl Tracker<Event> for EventTracker {
         // Only a microsecond stamp: `LifecycleEvent::when_us` trusts an
         // Event's `server_us` over the observation, and a `lastTimestamp`
         // truncated to the second would be up to 1 s early.
-        let server_us = time
-            .filter(|(_, precise)| *precise)
-            .map(|(t, _)| to_run_us(&self.clock, t));
+        // A precise eventTime is the moment; a legacy Event's seconds
+        // (lastTimestamp, what kubelets send) bound it to that second.
+        let server_us = time.map(|(t, _)| to_run_us(&self.clock, t));
+        let server_precision_us = match time {
+            Some((_, false)) => Some(1_000_000),
+            _ => None,
+        };
         let reason = e.reason.as_deref().unwrap_or("");
         let message = e.message.as_deref().unwrap_or("");
         for kind in kinds(reason, message, pre_stop, self.infer_steps) {
             out.push(LifecycleEvent {
                 at_us,
                 server_us,
+                server_precision_us,
                 pod: Some(pod.to_string()),
                 source: EventSource::Event,
                 kind,
@@ -263,9 +268,10 @@ mod tests {
         t.apply(&e, 9, &mut out);
         let names: Vec<_> = out.iter().map(|e| e.kind.name()).collect();
         assert_eq!(names, ["other", "sigterm_sent"]);
+        // Its seconds are kept, as a 1 s window; its time is the observation.
         assert!(
             out.iter()
-                .all(|e| e.server_us.is_none() && e.when_us() == 9)
+                .all(|e| e.server_precision_us == Some(1_000_000) && e.when_us() == 9)
         );
     }
 
@@ -309,8 +315,13 @@ mod tests {
         t.apply(&e, 3, &mut out);
         assert_eq!(out.len(), 2);
         assert_eq!(out[1].at_us, 3);
-        // Its only stamp has second precision: no server time.
-        assert!(out[0].server_us.is_some() && out[1].server_us.is_none());
+        // Its only stamp has second precision: kept as a 1 s window, and its
+        // time is the observation.
+        assert_eq!(
+            (out[0].server_precision_us, out[1].server_precision_us),
+            (None, Some(1_000_000))
+        );
+        assert_eq!(out[1].when_us(), 3);
         // A re-list that no longer holds it forgets it.
         t.retain_listed(&HashSet::new(), 4, &mut out);
         assert!(t.seen.is_empty());

@@ -49,6 +49,7 @@ impl KubeletRecord {
         Some(LifecycleEvent {
             at_us: self.clock.micros(s.at),
             server_us: None,
+            server_precision_us: None,
             pod: Some(s.pod.clone()),
             source: EventSource::Kubelet,
             kind,

@@ -455,6 +455,7 @@ mod tests {
         let ev = |at_us, pod: &str| LifecycleEvent {
             at_us,
             server_us: None,
+            server_precision_us: None,
             pod: Some(pod.into()),
             source: EventSource::Pod,
             kind: LifecycleKind::PodReady,

@@ -60,6 +60,7 @@ impl Emit<'_> {
         self.out.push(LifecycleEvent {
             at_us: self.at_us,
             server_us: server_unix_us.map(|t| to_run_us(self.clock, t)),
+            server_precision_us: None,
             pod: Some(self.pod.to_string()),
             source: EventSource::Pod,
             kind,
@@ -256,6 +257,7 @@ impl Tracker<Pod> for PodTracker {
         out.push(LifecycleEvent {
             at_us,
             server_us: None,
+            server_precision_us: None,
             pod: Some(name),
             source: EventSource::Pod,
             kind: LifecycleKind::PodDeleted,
@@ -279,6 +281,7 @@ impl Tracker<Pod> for PodTracker {
             out.push(LifecycleEvent {
                 at_us,
                 server_us: None,
+                server_precision_us: None,
                 pod: Some(name),
                 source: EventSource::Pod,
                 kind: LifecycleKind::PodDeleted,

@@ -142,6 +142,7 @@ impl ProxyCollector {
         let event = |pod: &str, kind| LifecycleEvent {
             at_us,
             server_us: None,
+            server_precision_us: None,
             pod: Some(pod.to_string()),
             source: EventSource::Proxy,
             kind,
@@ -176,6 +177,7 @@ impl ProxyCollector {
         out.push(LifecycleEvent {
             at_us,
             server_us: None,
+            server_precision_us: None,
             pod: None,
             source: EventSource::Proxy,
             kind: LifecycleKind::ProxyView {

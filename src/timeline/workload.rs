@@ -30,6 +30,7 @@ impl Tracker<ReplicaSet> for ReplicaSetTracker {
         out.push(LifecycleEvent {
             at_us,
             server_us: None,
+            server_precision_us: None,
             pod: None,
             source: EventSource::ReplicaSet,
             kind: LifecycleKind::ReplicaSetScaled {
@@ -77,6 +78,7 @@ impl Tracker<Deployment> for DeploymentTracker {
         out.push(LifecycleEvent {
             at_us,
             server_us: None,
+            server_precision_us: None,
             pod: None,
             source: EventSource::Deployment,
             kind: LifecycleKind::DeploymentStatus {
@@ -139,6 +141,7 @@ mod tests {
             [LifecycleEvent {
                 at_us: 1,
                 server_us: None,
+                server_precision_us: None,
                 pod: None,
                 source: EventSource::Deployment,
                 kind: LifecycleKind::DeploymentStatus {

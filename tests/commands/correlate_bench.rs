@@ -23,6 +23,7 @@ fn event(t_us: u64, pod: Option<String>, kind: LifecycleKind) -> LifecycleEvent 
     LifecycleEvent {
         at_us: t_us,
         server_us: None,
+        server_precision_us: None,
         pod,
         source: EventSource::Pod,
         kind,
@@ -158,7 +159,7 @@ fn run(mode: ProxyMode, d: &Data, t: &Timeline) {
         },
         proxy_mode: mode,
         load_started_us: 0,
-        propagation_allowance_us: correlate::DEFAULT_PROPAGATION_ALLOWANCE_US,
+        propagation_allowance_us: Some(correlate::DEFAULT_PROPAGATION_ALLOWANCE_US),
     };
     let start = Instant::now();
     let correlation = correlate::Correlation::new(input);
@@ -201,7 +202,7 @@ fn end_to_end(d: &mut Data, t: &Timeline) {
         proxy: &d.proxy,
         proxy_mode: ProxyMode::L4,
         load_started_us: 0,
-        propagation_allowance_us: correlate::DEFAULT_PROPAGATION_ALLOWANCE_US,
+        propagation_allowance_us: Some(correlate::DEFAULT_PROPAGATION_ALLOWANCE_US),
     };
     let attrs = correlate::attribute(&input);
     let by_seq: std::collections::HashMap<u64, &rolltest_core::model::Attribution> =
@@ -229,7 +230,7 @@ fn end_to_end(d: &mut Data, t: &Timeline) {
         proxy: &[],
         proxy_mode: ProxyMode::L4,
         load_started_us: 0,
-        propagation_allowance_us: correlate::DEFAULT_PROPAGATION_ALLOWANCE_US,
+        propagation_allowance_us: Some(correlate::DEFAULT_PROPAGATION_ALLOWANCE_US),
     };
     let groups = correlate::groups(&input, &[]);
     let facts = RunFacts {

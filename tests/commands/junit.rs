@@ -390,8 +390,8 @@ fn a_failed_rollout_has_a_failure_per_cause_with_its_evidence_and_fix() {
     let xml = junit::render(&s, &facts(true), Path::new("reports/kind-naive-1"));
     let suite = parse(&xml);
     assert_eq!(suite.name, "rolltest: kind-naive");
-    // 5 checks + conclusive + 5 causes.
-    assert_eq!(suite.tests, 11);
+    // 5 checks + conclusive + 6 causes.
+    assert_eq!(suite.tests, 12);
     assert_eq!((suite.failures, suite.errors), (3, 0));
     assert_eq!(suite.time, 41.25);
     assert_eq!(suite.timestamp, "2026-11-25T03:12:01");
@@ -452,7 +452,8 @@ fn a_passing_rollout_passes_every_case() {
         }),
     );
     let suite = parse(&junit::render(&s, &facts(true), Path::new("r")));
-    assert_eq!((suite.tests, suite.failures, suite.errors), (7, 0, 0));
+    // 1 check + conclusive + 6 causes.
+    assert_eq!((suite.tests, suite.failures, suite.errors), (8, 0, 0));
     assert!(
         suite.cases.iter().all(|c| c.outcome == "pass"),
         "{:?}",

@@ -55,13 +55,15 @@ impl Knob {
     /// preStop; killed_in_flight → grace period, the app's drain
     /// (args/image); not_ready → readiness/startup probes, minReadySeconds;
     /// capacity → maxUnavailable / maxSurge, a PodDisruptionBudget (and
-    /// replicas).
+    /// replicas); keepalive_race → the app (its idle timeout, `Connection:
+    /// close` while draining; the client's retries are not a workload knob).
     pub fn for_cause(cause: Cause) -> &'static [Knob] {
         match cause {
             Cause::EndpointLag => &[Knob::PreStop],
             Cause::KilledInFlight => &[Knob::GracePeriod, Knob::App],
             Cause::NotReady => &[Knob::Probes, Knob::MinReadySeconds],
             Cause::Capacity => &[Knob::Strategy, Knob::Pdb, Knob::Replicas],
+            Cause::KeepaliveRace => &[Knob::App],
             Cause::Unexplained => &[],
         }
     }
@@ -139,12 +141,18 @@ pub mod fix {
         }
     }
 
-    /// not_ready: honest readiness, a startupProbe and minReadySeconds sized
-    /// to how long the pod still failed after it became Ready (`window_us`).
-    pub fn readiness(window_us: i64) -> String {
+    /// not_ready: honest readiness; for a pod the run started (a rollout's
+    /// new pod) also a startupProbe and minReadySeconds sized to how long it
+    /// still failed after it became Ready (`window_us`). An old pod that
+    /// began to fail while Ready (a dependency down, a crash) gains nothing
+    /// from either: they act only when a pod first becomes Ready.
+    pub fn readiness(window_us: i64, new_pod: bool) -> String {
+        if !new_pod {
+            return "honest readiness: the readiness probe must fail while the app cannot serve (check what it needs to answer, e.g. its database), so the pod leaves the endpoints instead of failing requests".to_owned();
+        }
         let window = window_us.max(0);
         format!(
-            "honest readiness: the readiness probe must fail until the app can serve and while a dependency is down; a startupProbe for slow starts; minReadySeconds ≥ {} s (it was still failing {} after Ready)",
+            "honest readiness: the readiness probe must fail until the app can serve; a startupProbe for slow starts; minReadySeconds ≥ {} s (it was still failing {} after Ready)",
             whole_seconds(window).max(1),
             secs(window)
         )
@@ -154,8 +162,47 @@ pub mod fix {
     /// liveness restarts happened meanwhile.
     pub const LIVENESS: &str = "a livenessProbe that checks only the process (e.g. /livez), never a dependency: the readiness probe takes a pod out of the endpoints during an outage and puts it back at once, a liveness restart keeps it out longer; ";
 
-    /// capacity: the rollout strategy and a PodDisruptionBudget.
+    /// not_ready of pods a liveness restart killed: the liveness probe alone.
+    pub const LIVENESS_ONLY: &str = "a livenessProbe that checks only the process (e.g. /livez), never a dependency: these requests failed on pods the liveness probe restarted, each a cold start and then a CrashLoopBackOff wait; the readiness probe alone takes a pod out of the endpoints during an outage and puts it back at once";
+
+    /// capacity: the rollout strategy and a PodDisruptionBudget, when the
+    /// run cannot tell which took the pods.
     pub const STRATEGY_AND_PDB: &str = "maxUnavailable: 0 and maxSurge ≥ 1, so a rollout adds a Ready pod before it removes one, and a PodDisruptionBudget (e.g. maxUnavailable: 1) so drains and evictions wait for Ready replacements";
+
+    /// capacity lost to a rollout.
+    pub const STRATEGY: &str = "maxUnavailable: 0 and maxSurge ≥ 1, so the rollout adds a Ready pod before it removes one (with one replica, maxUnavailable 1 leaves none)";
+
+    /// capacity lost to evictions (a drain).
+    pub const PDB: &str = "a PodDisruptionBudget (e.g. minAvailable: 1 or maxUnavailable: 1) so a drain's evictions wait for Ready replacements, and replicas spread over nodes";
+
+    /// capacity lost to pod deletions (not evictions: no PDB guards them).
+    pub const REPLICAS: &str = "more replicas (a deleted pod's share falls on the rest until its replacement is Ready), and evictions instead of deletes where you can, so a PodDisruptionBudget guards them";
+
+    /// capacity lost with no rollout, eviction or deletion: the pods failed
+    /// their readiness together.
+    pub const OUTAGE: &str = "no rollout, eviction or deletion took these pods out: they left the endpoints together, failing readiness (a dependency outage?), which no rollout knob fixes; let the app degrade gracefully without the dependency, and size replicas for the load the rest must carry";
+
+    /// The rest of an outage's capacity fix after [`LIVENESS`]: no rollout
+    /// knob is implicated.
+    pub const OUTAGE_AFTER_LIVENESS: &str = "no rollout, eviction or deletion took these pods out, so no rollout knob fixes the rest: it is the outage itself";
+
+    /// keepalive_race: the client's retries, the idle timeouts, or
+    /// `Connection: close` while draining; `idle_us` is the shortest idle
+    /// time before a raced request (what the server's idle timeout was at
+    /// most), `draining` whether the pod was terminating.
+    pub fn keepalive(idle_us: i64, draining: bool) -> String {
+        let retry = "let the client retry idempotent requests on a connection reset before any response byte (Go's net/http and browsers do)";
+        if draining {
+            format!(
+                "answer in-flight and new requests on kept-alive connections with `Connection: close` while draining instead of closing idle connections under the client; or {retry}"
+            )
+        } else {
+            format!(
+                "keep the server's keep-alive idle timeout above the client's (these connections had idled {} when the server closed them: a client pool must drop idle connections sooner, e.g. Go's IdleConnTimeout, or the server wait longer, e.g. Node.js server.keepAliveTimeout); or {retry}",
+                secs(idle_us)
+            )
+        }
+    }
 }
 
 #[cfg(test)]

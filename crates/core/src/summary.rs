@@ -31,7 +31,7 @@ pub struct ThroughputBucket {
     /// Successful.
     pub ok: u32,
     /// Failed, by [`ErrorKind::index`].
-    pub failed: [u32; 6],
+    pub failed: [u32; ErrorKind::ALL.len()],
     /// Dropped by the generator.
     pub dropped: u32,
 }
@@ -59,7 +59,7 @@ pub struct Aggregate {
     /// Dropped.
     pub dropped: u64,
     /// Failures by kind, indexed by [`ErrorKind::index`].
-    pub errors_by_kind: [u64; 6],
+    pub errors_by_kind: [u64; ErrorKind::ALL.len()],
     /// Failures by attributed cause.
     pub errors_by_cause: BTreeMap<Cause, u64>,
     /// Responses by HTTP status.
@@ -105,7 +105,7 @@ impl Aggregate {
             ok: 0,
             failed: 0,
             dropped: 0,
-            errors_by_kind: [0; 6],
+            errors_by_kind: [0; ErrorKind::ALL.len()],
             errors_by_cause: BTreeMap::new(),
             status_codes: BTreeMap::new(),
             pods: BTreeMap::new(),

@@ -55,6 +55,7 @@ fn io_kind(stage: Stage, io: &io::Error) -> Option<ErrorKind> {
             Some(ErrorKind::ConnectionReset)
         }
         K::TimedOut => Some(ErrorKind::Timeout),
+        K::HostUnreachable | K::NetworkUnreachable => Some(ErrorKind::HostUnreachable),
         K::NotConnected if stage == Stage::Exchange => Some(ErrorKind::ConnectionReset),
         _ => None,
     }
@@ -99,6 +100,11 @@ mod tests {
             (io::ErrorKind::ConnectionReset, ErrorKind::ConnectionReset),
             (io::ErrorKind::BrokenPipe, ErrorKind::ConnectionReset),
             (io::ErrorKind::TimedOut, ErrorKind::Timeout),
+            (io::ErrorKind::HostUnreachable, ErrorKind::HostUnreachable),
+            (
+                io::ErrorKind::NetworkUnreachable,
+                ErrorKind::HostUnreachable,
+            ),
             (io::ErrorKind::AddrNotAvailable, ErrorKind::Other),
         ];
         for (io_kind, expected) in table {
@@ -106,6 +112,17 @@ mod tests {
             let (kind, detail) = classify(Stage::Exchange, &err);
             assert_eq!(kind, expected, "{io_kind:?}");
             assert!(detail.starts_with("request failed: x"), "{detail}");
+        }
+    }
+
+    #[test]
+    fn unreachable_errnos_are_host_unreachable() {
+        // EHOSTUNREACH (113) and ENETUNREACH (101) on Linux, as a connect to
+        // an address nobody answers any more fails once ARP gives up.
+        for errno in [113, 101] {
+            let err = io::Error::from_raw_os_error(errno);
+            let (kind, detail) = classify(Stage::Connect, &err);
+            assert_eq!(kind, ErrorKind::HostUnreachable, "errno {errno}: {detail}");
         }
     }
 }

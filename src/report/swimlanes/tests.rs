@@ -10,6 +10,7 @@ fn ev(at_ms: u64, pod: &str, kind: LifecycleKind) -> LifecycleEvent {
     LifecycleEvent {
         at_us: at_ms * 1000,
         server_us: None,
+        server_precision_us: None,
         pod: Some(pod.into()),
         source: EventSource::Pod,
         kind,
@@ -78,6 +79,7 @@ fn timeline() -> Timeline {
     t.events.push(LifecycleEvent {
         at_us: 3_900_000,
         server_us: None,
+        server_precision_us: None,
         pod: None,
         source: EventSource::Action,
         kind: LifecycleKind::ActionStarted {

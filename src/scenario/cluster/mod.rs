@@ -64,6 +64,12 @@ pub struct RawCluster {
     /// and old pods to exit (default 300s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settle_timeout: Option<PositiveDuration>,
+    /// How long after an EndpointSlice update the node proxies may still
+    /// route to the endpoint it removed, for the correlator (default: measured
+    /// from the run, where failures of a stale route stop; 2s when nothing
+    /// can be measured). At most 60s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub propagation_allowance: Option<Offset>,
     /// `[cluster.embedded]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub embedded: Option<RawEmbedded>,
@@ -98,9 +104,19 @@ pub struct ClusterSpec {
     pub ready_timeout: Duration,
     /// Longest wait after the load's duration for the rollout to settle.
     pub settle_timeout: Duration,
+    /// The correlator's propagation allowance (`None`: measured).
+    pub propagation_allowance: Option<Duration>,
     /// `rolltest run` flags that replaced `[cluster]` values (`None`: the
     /// scenario's own cluster). See [`ClusterOverrides`].
     pub overridden: Option<Overridden>,
+}
+
+impl ClusterSpec {
+    /// The correlator's `propagation_allowance_us` (`None`: measure it).
+    pub fn propagation_allowance_us(&self) -> Option<u64> {
+        self.propagation_allowance
+            .map(|a| u64::try_from(a.as_micros()).unwrap_or(u64::MAX))
+    }
 }
 
 impl ClusterModeName {
@@ -147,6 +163,9 @@ impl ClusterMode {
         }
     }
 }
+
+/// The largest `propagation_allowance`.
+const MAX_PROPAGATION_ALLOWANCE: Duration = Duration::from_secs(60);
 
 /// Default `tail`.
 pub const DEFAULT_TAIL: Duration = Duration::from_secs(2);
@@ -212,6 +231,16 @@ pub(super) fn validate_cluster<E>(
         ));
     }
     let manifests = raw.manifests.iter().map(|m| base.join(m)).collect();
+    let propagation_allowance = raw.propagation_allowance.map(|a| a.0);
+    if propagation_allowance.is_some_and(|a| a > MAX_PROPAGATION_ALLOWANCE) {
+        return Err(invalid(
+            "cluster.propagation_allowance",
+            format!(
+                "is at most {}s (node proxies follow an EndpointSlice update within seconds)",
+                MAX_PROPAGATION_ALLOWANCE.as_secs()
+            ),
+        ));
+    }
     Ok(ClusterSpec {
         mode,
         namespace: raw.namespace.clone(),
@@ -221,6 +250,7 @@ pub(super) fn validate_cluster<E>(
         tail: raw.tail.map_or(DEFAULT_TAIL, |t| t.0),
         ready_timeout: raw.ready_timeout.map_or(DEFAULT_READY_TIMEOUT, |t| t.0),
         settle_timeout: raw.settle_timeout.map_or(DEFAULT_SETTLE_TIMEOUT, |t| t.0),
+        propagation_allowance,
         overridden: None,
     })
 }

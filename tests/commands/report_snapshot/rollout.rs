@@ -25,6 +25,7 @@ fn pod_ev(s: f64, pod: &str, source: EventSource, kind: LifecycleKind) -> Lifecy
     LifecycleEvent {
         at_us: t(s),
         server_us: None,
+        server_precision_us: None,
         pod: Some(pod.into()),
         source,
         kind,
@@ -88,6 +89,7 @@ fn rollout_timeline(old_a: &str, old_b: &str, new_c: &str, new_d: &str) -> Timel
     events.push(LifecycleEvent {
         at_us: t(5.0),
         server_us: None,
+        server_precision_us: None,
         pod: None,
         source: S::Action,
         kind: K::ActionStarted {
@@ -99,6 +101,7 @@ fn rollout_timeline(old_a: &str, old_b: &str, new_c: &str, new_d: &str) -> Timel
     events.push(LifecycleEvent {
         at_us: t(5.05),
         server_us: None,
+        server_precision_us: None,
         pod: None,
         source: S::Action,
         kind: K::ActionFinished {

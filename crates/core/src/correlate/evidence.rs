@@ -10,7 +10,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
-use super::facts::{Facts, PodFacts};
+use super::allowance::AllowanceSource;
+use super::facts::{Facts, PodFacts, Window};
 use super::route::{span, to_i64};
 use super::{Correlation, Input, ProxyMode};
 use crate::knobs::fix::{self, secs};
@@ -53,7 +54,8 @@ pub(crate) fn build(
         facts: &correlation.facts,
         input,
         slack: to_i64(slack),
-        allowance: to_i64(input.propagation_allowance_us),
+        allowance: correlation.allowance_us(),
+        allowance_source: correlation.allowance.source,
         slowest_ok: input
             .records
             .iter()
@@ -84,6 +86,7 @@ struct Evidence<'a> {
     input: &'a Input<'a>,
     slack: i64,
     allowance: i64,
+    allowance_source: AllowanceSource,
     /// The slowest ok request's latency (µs): what a drain must outlast.
     slowest_ok: i64,
 }
@@ -104,6 +107,7 @@ impl Evidence<'_> {
             (Cause::KilledInFlight, Some(p)) => self.killed(p, recs),
             (Cause::NotReady, Some(p)) => self.not_ready(p, recs),
             (Cause::Capacity, _) => self.capacity(recs),
+            (Cause::KeepaliveRace, Some(p)) => self.keepalive_race(p, recs),
             (Cause::Unexplained, _) => self.unexplained(pod, recs),
             (_, None) => self.unknown_pod(cause, pod, recs),
         };
@@ -124,6 +128,16 @@ impl Evidence<'_> {
         secs(t - to_i64(self.input.load_started_us))
     }
 
+    /// A moment in words: "at 4.03 s", or "between 4.00 s and 5.10 s"
+    /// where the cluster does not publish it more precisely.
+    fn when(&self, w: Window) -> String {
+        if w.exact() {
+            format!("at {}", self.at(w.lo))
+        } else {
+            format!("between {} and {}", self.at(w.lo), self.at(w.hi))
+        }
+    }
+
     fn span_text(&self, recs: &[&RequestRecord]) -> String {
         let first = recs.first().map_or(0, |r| span(r).0);
         let last = recs.last().map_or(0, |r| span(r).0);
@@ -137,19 +151,19 @@ impl Evidence<'_> {
     fn endpoint_lag(&self, p: &PodFacts, recs: &[&RequestRecord]) -> (String, String) {
         let mut ev = format!("pod {}", p.name);
         match (p.sigterm, p.gone()) {
-            (Some(t), Some(x)) if x > t => {
+            (Some(t), Some(x)) if t != x => {
                 let _ = write!(
                     ev,
-                    " got SIGTERM at {} and exited at {}",
-                    self.at(t),
-                    self.at(x)
+                    " got SIGTERM {} and exited {}",
+                    self.when(t),
+                    self.when(x)
                 );
             }
             (_, Some(x)) => {
-                let _ = write!(ev, " exited at {}", self.at(x));
+                let _ = write!(ev, " exited {}", self.when(x));
             }
             (Some(t), None) => {
-                let _ = write!(ev, " got SIGTERM at {} and stopped listening", self.at(t));
+                let _ = write!(ev, " got SIGTERM {} and stopped listening", self.when(t));
             }
             (None, None) => match p.deletion {
                 Some(d) => {
@@ -163,9 +177,16 @@ impl Evidence<'_> {
                 let _ = write!(ev, "; the proxy still routed to it until {}", self.at(t));
             }
             (None, Some(t)) => {
+                let why = match self.allowance_source {
+                    AllowanceSource::Measured => {
+                        "measured: the failures a stale route causes stopped that long after the slowest EndpointSlice update"
+                    }
+                    AllowanceSource::Scenario => "the scenario's propagation_allowance",
+                    AllowanceSource::Default => "the default: nothing in the run to measure it on",
+                };
                 let _ = write!(
                     ev,
-                    "; the EndpointSlice marked it not ready at {} and node proxies may route to it for {} more (until {})",
+                    "; the EndpointSlice marked it not ready at {} and node proxies may route to it for {} more (until {}; {why})",
                     self.at(t),
                     secs(self.allowance),
                     self.at(t.saturating_add(self.allowance))
@@ -225,14 +246,18 @@ impl Evidence<'_> {
         if let Some(d) = p.deletion {
             steps.push(format!("deleted at {}", self.at(d)));
         }
-        if let (Some(a), Some(b)) = p.prestop {
-            steps.push(format!("preStop {}–{}", self.at(a), self.at(b)));
+        match p.prestop {
+            (Some(a), Some(b)) => {
+                steps.push(format!("preStop {}–{}", self.at(a.lo), self.at(b.hi)))
+            }
+            (Some(a), None) => steps.push(format!("preStop started {}", self.when(a))),
+            _ => {}
         }
         if let Some(t) = p.sigterm {
-            steps.push(format!("SIGTERM at {}", self.at(t)));
+            steps.push(format!("SIGTERM {}", self.when(t)));
         }
         if let Some(k) = p.sigkill {
-            steps.push(format!("SIGKILL at {} (grace period over)", self.at(k)));
+            steps.push(format!("SIGKILL {} (grace period over)", self.when(k)));
         }
         if let Some((x, code, signal)) = p.exit {
             let how = match (code, signal) {
@@ -242,10 +267,10 @@ impl Evidence<'_> {
             };
             let after = p
                 .sigterm
-                .filter(|t| x >= *t)
-                .map(|t| format!(", {} ms after SIGTERM", (x - t) / 1000))
+                .filter(|t| t.exact() && x.exact() && x.lo >= t.lo)
+                .map(|t| format!(", {} ms after SIGTERM", (x.lo - t.lo) / 1000))
                 .unwrap_or_default();
-            steps.push(format!("exited at {}{how}{after}", self.at(x)));
+            steps.push(format!("exited {}{how}{after}", self.when(x)));
         }
         let mut ev = format!("pod {}: {}", p.name, steps.join(", "));
         let mut parts = Vec::new();
@@ -257,7 +282,7 @@ impl Evidence<'_> {
         }
         if pinned > 0 {
             parts.push(format!(
-                "{} sent on keep-alive connections pinned to it and cut while it terminated",
+                "{} sent on keep-alive connections pinned to it and cut after it exited",
                 plural(pinned as u64, "request", "requests")
             ));
         }
@@ -269,7 +294,7 @@ impl Evidence<'_> {
             .facts
             .pods
             .iter()
-            .filter_map(|q| Some(q.prestop.1? - q.prestop.0?))
+            .filter_map(|q| Some(q.prestop.1?.hi - q.prestop.0?.lo))
             .max()
             .unwrap_or(0)
             .max(0);
@@ -279,6 +304,70 @@ impl Evidence<'_> {
             .map(to_i64)
             .fold(self.slowest_ok, i64::max);
         let fix = fix::grace_and_drain(p.sigkill.is_some(), prestop, drain);
+        (ev, fix)
+    }
+
+    /// keepalive_race: how long each connection had lived and idled before
+    /// the raced request, and what the pod was doing.
+    fn keepalive_race(&self, p: &PodFacts, recs: &[&RequestRecord]) -> (String, String) {
+        // Each connection's requests, sorted: (sent, seq, ended).
+        let wanted: std::collections::HashSet<u64> = recs.iter().filter_map(|r| r.conn).collect();
+        let mut conns: HashMap<u64, Vec<(i64, u64, i64)>> = HashMap::new();
+        for q in self.input.records {
+            if let Some(c) = q.conn.filter(|c| wanted.contains(c))
+                && q.outcome != Outcome::Dropped
+            {
+                let (s, e) = span(q);
+                conns.entry(c).or_default().push((s, q.seq, e));
+            }
+        }
+        for v in conns.values_mut() {
+            v.sort_unstable();
+        }
+        let mut idle: Vec<i64> = Vec::new();
+        let mut age: Vec<i64> = Vec::new();
+        for r in recs {
+            let Some(v) = r.conn.and_then(|c| conns.get(&c)) else {
+                continue;
+            };
+            let s = span(r).0;
+            let n = v.partition_point(|q| (q.0, q.1) < (s, r.seq));
+            let (Some(first), Some(prev)) = (v.first(), n.checked_sub(1).and_then(|i| v.get(i)))
+            else {
+                continue;
+            };
+            age.push(s - first.0);
+            idle.push(s - prev.2);
+        }
+        let range = |v: &[i64]| -> String {
+            match (v.iter().min(), v.iter().max()) {
+                (Some(a), Some(b)) if b - a >= 10_000 => format!("{}–{}", secs(*a), secs(*b)),
+                (Some(a), _) => secs(*a),
+                _ => "?".to_owned(),
+            }
+        };
+        let draining = p.sigterm.map(|t| t.lo).or(p.deletion);
+        let first = recs.first().map_or(0, |r| span(r).0);
+        let draining = draining.filter(|&t| first >= t - self.slack);
+        let mut ev = format!(
+            "{} {} on reused keep-alive connections to pod {}: the server closed each as the request was written (no response byte); the connections had idled {} before it and lived {}",
+            kinds_phrase(recs),
+            self.span_text(recs),
+            p.name,
+            range(&idle),
+            range(&age),
+        );
+        match draining {
+            Some(t) => {
+                let _ = write!(
+                    ev,
+                    "; the pod was draining (terminating since {}) and had not exited",
+                    self.at(t)
+                );
+            }
+            None => ev.push_str("; the pod kept running, Ready, with no exit and no termination"),
+        }
+        let fix = fix::keepalive(idle.iter().copied().min().unwrap_or(0), draining.is_some());
         (ev, fix)
     }
 
@@ -345,15 +434,15 @@ impl Evidence<'_> {
         if let Some((x, code)) = p
             .crash_exits
             .iter()
-            .find(|(x, _)| *x <= last + self.slack && since.is_none_or(|t| *x >= t))
+            .find(|(x, _)| x.lo <= last + self.slack && since.is_none_or(|t| x.hi >= t))
         {
             let code = code
                 .map(|c| format!(" (exit code {c})"))
                 .unwrap_or_default();
             let _ = write!(
                 ev,
-                "; its container exited at {}{code} without a deletion",
-                self.at(*x)
+                "; its container exited {}{code} without a deletion",
+                self.when(*x)
             );
         }
         let _ = write!(
@@ -362,13 +451,67 @@ impl Evidence<'_> {
             kinds_phrase(recs),
             self.span_text(recs)
         );
+        // A liveness restart of this very pod killed it: the liveness probe
+        // alone is to blame (readiness and minReadySeconds would not help).
+        let restarted = self
+            .liveness_restarts(first - self.slack, last + self.slack)
+            .iter()
+            .any(|(pod, _)| *pod == p.name);
+        if restarted {
+            ev.push_str("; the liveness probe restarted it meanwhile");
+            return (ev, fix::LIVENESS_ONLY.to_owned());
+        }
         let window = since.map_or(0, |t| last - t);
-        let mut fix = fix::readiness(window);
+        let mut fix = fix::readiness(window, self.created_during_load(&p.name));
         if let Some((more, first_fix)) = self.liveness_note(recs) {
             ev.push_str(&more);
             fix.insert_str(0, &first_fix);
         }
         (ev, fix)
+    }
+
+    /// Whether the pod was created after the load started (a rollout's or a
+    /// replacement's new pod, not one that was serving before).
+    fn created_during_load(&self, pod: &str) -> bool {
+        self.input
+            .timeline
+            .for_pod(pod)
+            .find(|e| matches!(e.kind, LifecycleKind::PodCreated { .. }))
+            .is_some_and(|e| e.when_us() >= to_i64(self.input.load_started_us))
+    }
+
+    /// What took the ready endpoints of a shortfall `[start, end)` away, as
+    /// the fix for it: pods deleted then, by the last action before (a
+    /// rollout, a drain, pod deletes), or none deleted at all (an outage).
+    fn capacity_fix(&self, start: i64, end: i64) -> &'static str {
+        // A deletion takes the pod out of the endpoints at once; one within
+        // the allowance before the shortfall began started it.
+        let from = start - self.allowance - self.slack;
+        let deleted = self
+            .facts
+            .pods
+            .iter()
+            .any(|p| p.deletion.is_some_and(|d| d >= from && d <= end));
+        if !deleted {
+            return fix::OUTAGE;
+        }
+        let action = self
+            .input
+            .timeline
+            .events
+            .iter()
+            .filter(|e| e.when_us() <= end)
+            .filter_map(|e| match &e.kind {
+                LifecycleKind::ActionStarted { action, .. } => Some(action.as_str()),
+                _ => None,
+            })
+            .next_back();
+        match action {
+            Some("rollout-restart" | "set-image") => fix::STRATEGY,
+            Some("drain-node") => fix::PDB,
+            Some("delete-pod") => fix::REPLICAS,
+            _ => fix::STRATEGY_AND_PDB,
+        }
     }
 
     fn capacity(&self, recs: &[&RequestRecord]) -> (String, String) {
@@ -416,9 +559,17 @@ impl Evidence<'_> {
                 others, none
             );
         }
-        let mut fix = fix::STRATEGY_AND_PDB.to_owned();
+        let mut fix = match top {
+            Some((&(start, end), _)) => self.capacity_fix(start, end).to_owned(),
+            None => fix::STRATEGY_AND_PDB.to_owned(),
+        };
         if let Some((more, first_fix)) = self.liveness_note(recs) {
             ev.push_str(&more);
+            if fix == fix::OUTAGE {
+                // No disruption took the pods: the liveness probe is the one
+                // knob the evidence implicates.
+                fix = fix::OUTAGE_AFTER_LIVENESS.to_owned();
+            }
             fix.insert_str(0, &first_fix);
         }
         (ev, fix)
@@ -467,6 +618,7 @@ fn kinds_phrase(recs: &[&RequestRecord]) -> String {
             (ErrorKind::ConnectRefused, _) => "refused".to_owned(),
             (ErrorKind::ConnectionReset, _) => "reset".to_owned(),
             (ErrorKind::Timeout, _) => "timed out".to_owned(),
+            (ErrorKind::HostUnreachable, _) => "found no route to the host".to_owned(),
             (ErrorKind::Http5xx | ErrorKind::Http4xx, Some(s)) => format!("answered {s}"),
             (ErrorKind::Http5xx, None) => "answered 5xx".to_owned(),
             (ErrorKind::Http4xx, None) => "answered 4xx".to_owned(),

@@ -14,6 +14,33 @@ use std::collections::HashMap;
 
 use crate::model::{EventSource, LifecycleKind, PodPropagation, Timeline};
 
+/// Where a moment lies, `[lo, hi]` µs on the run clock: an instant when
+/// the source is exact (the embedded kubelet's record, a precise
+/// `eventTime`), a second when the server cut its timestamp to seconds (a
+/// real kubelet's `lastTimestamp`, a container's `finishedAt`), and wider
+/// where the moment itself is not published (SIGTERM after a preStop hook of
+/// unknown length: between the `Killing` event and the exit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Window {
+    /// The earliest it can have been.
+    pub lo: i64,
+    /// The latest it can have been.
+    pub hi: i64,
+}
+
+impl Window {
+    /// An instant.
+    #[cfg(test)]
+    pub fn at(t: i64) -> Window {
+        Window { lo: t, hi: t }
+    }
+
+    /// Whether it is an instant (within a millisecond).
+    pub fn exact(self) -> bool {
+        self.hi - self.lo < 1_000
+    }
+}
+
 /// What the timeline says about one pod.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct PodFacts {
@@ -24,37 +51,41 @@ pub(crate) struct PodFacts {
     /// `deletionTimestamp` was set (first observation).
     pub deletion: Option<i64>,
     /// SIGTERM sent as part of termination.
-    pub sigterm: Option<i64>,
+    pub sigterm: Option<Window>,
     /// The preStop hook started / finished.
-    pub prestop: (Option<i64>, Option<i64>),
+    pub prestop: (Option<Window>, Option<Window>),
     /// SIGKILL at the grace deadline.
-    pub sigkill: Option<i64>,
+    pub sigkill: Option<Window>,
     /// The container exited as part of termination, with its code / signal.
-    pub exit: Option<(i64, Option<i32>, Option<i32>)>,
+    pub exit: Option<(Window, Option<i32>, Option<i32>)>,
     /// Exits without a deletion before them (crashes, liveness restarts).
-    pub crash_exits: Vec<(i64, Option<i32>)>,
+    pub crash_exits: Vec<(Window, Option<i32>)>,
     /// The EndpointSlice stopped listing it as ready, after the deletion.
     pub slice_unready: Option<i64>,
     /// The embedded proxy applied its removal (not ready or gone), after the
     /// deletion.
     pub proxy_removed: Option<i64>,
+    /// The steps come from the embedded kubelet's exact record.
+    pub exact: bool,
 }
 
 impl PodFacts {
     /// When the pod stopped serving new traffic as part of termination: the
     /// earlier of SIGTERM and the exit (an app that drains closes its
     /// listener on SIGTERM; one that ignores it serves until it dies).
-    pub fn stop(&self) -> Option<i64> {
-        let exit = self.gone();
-        match (self.sigterm, exit) {
-            (Some(a), Some(b)) => Some(a.min(b)),
+    pub fn stop(&self) -> Option<Window> {
+        match (self.sigterm, self.gone()) {
+            (Some(a), Some(b)) => Some(Window {
+                lo: a.lo.min(b.lo),
+                hi: a.hi.min(b.hi),
+            }),
             (a, b) => a.or(b),
         }
     }
 
     /// When the process ended as part of termination: the exit, else the
     /// SIGKILL.
-    pub fn gone(&self) -> Option<i64> {
+    pub fn gone(&self) -> Option<Window> {
         self.exit.map(|e| e.0).or(self.sigkill)
     }
 
@@ -78,6 +109,11 @@ impl PodFacts {
     /// Whether the pod has any readiness fact at all.
     pub fn has_readiness(&self) -> bool {
         !self.ready.is_empty()
+    }
+
+    /// A crash exit (no deletion) whose window meets `[a, b]`.
+    pub fn crash_between(&self, a: i64, b: i64) -> Option<&(Window, Option<i32>)> {
+        self.crash_exits.iter().find(|x| x.0.lo <= b && x.0.hi >= a)
     }
 }
 
@@ -103,6 +139,8 @@ pub(crate) struct Facts {
     index: HashMap<String, usize>,
     /// Capacity shortfall intervals, sorted and disjoint.
     pub deficits: Vec<Deficit>,
+    /// The ready endpoint count over time (a step function), sorted.
+    ready_count: Vec<(i64, u32)>,
 }
 
 impl Facts {
@@ -157,13 +195,16 @@ impl Facts {
                 LifecycleKind::DeletionRequested { .. } => {
                     p.deletion = Some(p.deletion.map_or(t, |d| d.min(t)));
                 }
-                LifecycleKind::SigtermSent => r.steps(e.source).sigterms.push(t),
-                LifecycleKind::SigkillSent => r.steps(e.source).sigkills.push(t),
-                LifecycleKind::PreStopStarted => r.steps(e.source).prestop_starts.push(t),
-                LifecycleKind::PreStopFinished => r.steps(e.source).prestop_ends.push(t),
+                LifecycleKind::SigtermSent => r.steps(e.source).sigterms.push(window(e)),
+                LifecycleKind::SigkillSent => r.steps(e.source).sigkills.push(window(e)),
+                LifecycleKind::PreStopStarted => r.steps(e.source).prestop_starts.push(window(e)),
+                LifecycleKind::PreStopFinished => r.steps(e.source).prestop_ends.push(window(e)),
                 LifecycleKind::ContainerExited {
                     exit_code, signal, ..
-                } => r.steps(e.source).exits.push((t, *exit_code, *signal)),
+                } => r
+                    .steps(e.source)
+                    .exits
+                    .push((window(e), *exit_code, *signal)),
                 LifecycleKind::EndpointChanged { ready: false, .. }
                 | LifecycleKind::EndpointRemoved => r.slice_unready.push(t),
                 LifecycleKind::ProxyApplied { present, ready, .. } if !*present || !*ready => {
@@ -181,7 +222,15 @@ impl Facts {
             view_series
         };
         facts.deficits = deficits(&ready, &desired_series);
+        facts.ready_count = ready;
         facts
+    }
+
+    /// The ready endpoint count at `t` (the last change at or before it),
+    /// if any was seen by then.
+    pub fn ready_at(&self, t: i64) -> Option<u32> {
+        let n = self.ready_count.partition_point(|x| x.0 <= t);
+        self.ready_count.get(n.checked_sub(1)?).map(|x| x.1)
     }
 
     fn pod_index_or_insert(&mut self, pod: &str) -> usize {
@@ -237,11 +286,11 @@ pub(crate) fn to_u64(t: i64) -> u64 {
 /// A pod's termination steps from one kind of source.
 #[derive(Debug, Default)]
 struct Steps {
-    sigterms: Vec<i64>,
-    sigkills: Vec<i64>,
-    prestop_starts: Vec<i64>,
-    prestop_ends: Vec<i64>,
-    exits: Vec<(i64, Option<i32>, Option<i32>)>,
+    sigterms: Vec<Window>,
+    sigkills: Vec<Window>,
+    prestop_starts: Vec<Window>,
+    prestop_ends: Vec<Window>,
+    exits: Vec<(Window, Option<i32>, Option<i32>)>,
 }
 
 impl Steps {
@@ -280,30 +329,47 @@ impl Raw {
     /// steps come from the embedded kubelet's exact record when the pod has
     /// one, else from what a kubelet publishes.
     fn resolve(self, p: &mut PodFacts, slack: i64) {
-        let steps = if self.exact.is_empty() {
-            self.inferred
-        } else {
-            self.exact
-        };
+        let exact = !self.exact.is_empty();
+        let steps = if exact { self.exact } else { self.inferred };
+        p.exact = exact;
         let Some(d) = p.deletion else {
             p.crash_exits = steps.exits.iter().map(|e| (e.0, e.1)).collect();
             return;
         };
         let from = d.saturating_sub(slack);
-        let first = |v: &[i64]| v.iter().copied().find(|&t| t >= from);
+        let first = |v: &[Window]| v.iter().copied().find(|w| w.hi >= from);
+        let first_t = |v: &[i64]| v.iter().copied().find(|&t| t >= from);
         p.sigterm = first(&steps.sigterms);
         p.sigkill = first(&steps.sigkills);
         p.prestop = (first(&steps.prestop_starts), first(&steps.prestop_ends));
-        p.slice_unready = first(&self.slice_unready);
-        p.proxy_removed = first(&self.proxy_removed);
-        p.exit = steps.exits.iter().copied().find(|e| e.0 >= from);
+        p.slice_unready = first_t(&self.slice_unready);
+        p.proxy_removed = first_t(&self.proxy_removed);
+        p.exit = steps.exits.iter().copied().find(|e| e.0.hi >= from);
         p.crash_exits = steps
             .exits
             .iter()
-            .filter(|e| e.0 < from)
+            .filter(|e| e.0.hi < from)
             .map(|e| (e.0, e.1))
             .collect();
+        // A real kubelet publishes no SIGTERM after a preStop hook: it comes
+        // when the hook ends (FailedPreStopHook says when it failed), and
+        // before the exit; no earlier than the deletion either way.
+        if p.sigterm.is_none()
+            && !exact
+            && let (Some(start), Some(gone)) = (p.prestop.1.or(p.prestop.0), p.gone())
+        {
+            p.sigterm = Some(Window {
+                lo: start.lo.max(d).min(gone.hi),
+                hi: gone.hi,
+            });
+        }
     }
+}
+
+/// Where an event's transition lies (see `LifecycleEvent::window`).
+fn window(e: &crate::model::LifecycleEvent) -> Window {
+    let (lo, hi) = e.window();
+    Window { lo, hi }
 }
 
 /// The intervals where the ready count (a step function) was below the
@@ -388,6 +454,7 @@ mod tests {
         let ev = |at_us, source, kind| LifecycleEvent {
             at_us,
             server_us: None,
+            server_precision_us: None,
             pod: Some("api-1".into()),
             source,
             kind,
@@ -412,12 +479,87 @@ mod tests {
         };
         let f = Facts::build(&timeline, 0);
         let p = f.pod("api-1").expect("pod");
-        assert_eq!((p.sigterm, p.exit.map(|e| e.0)), (Some(110), Some(200)));
+        assert_eq!(
+            (p.sigterm, p.exit.map(|e| e.0)),
+            (Some(Window::at(110)), Some(Window::at(200)))
+        );
+        assert!(p.exact);
         // Without the exact record: what a real kubelet lets it infer.
         timeline.events.retain(|e| e.source != EventSource::Kubelet);
         let f = Facts::build(&timeline, 0);
         let p = f.pod("api-1").expect("pod");
-        assert_eq!((p.sigterm, p.exit.map(|e| e.0)), (Some(130), Some(1_200)));
+        assert_eq!(
+            (p.sigterm, p.exit.map(|e| e.0)),
+            (Some(Window::at(130)), Some(Window::at(1_200)))
+        );
+        assert!(!p.exact);
+    }
+
+    #[test]
+    fn after_a_prestop_hook_sigterm_is_an_interval_up_to_the_exit() {
+        use crate::model::LifecycleEvent;
+        let s: i64 = 1_000_000;
+        let ev = |at: i64, server_us, source, kind| LifecycleEvent {
+            at_us: u64::try_from(at).expect("a time on the run clock"),
+            server_us,
+            server_precision_us: (source == EventSource::Event).then_some(1_000_000),
+            pod: Some("api-1".into()),
+            source,
+            kind,
+        };
+        let timeline = Timeline {
+            events: vec![
+                ev(
+                    4 * s + 20_000,
+                    None,
+                    EventSource::Pod,
+                    LifecycleKind::DeletionRequested { grace_seconds: 30 },
+                ),
+                // Killing (lastTimestamp 4 s, seen at 4.03 s): the hook starts.
+                ev(
+                    4 * s + 30_000,
+                    Some(4 * s),
+                    EventSource::Event,
+                    LifecycleKind::PreStopStarted,
+                ),
+                // finishedAt 7 s, seen at 7.9 s (the relist).
+                ev(
+                    7 * s + 900_000,
+                    Some(7 * s),
+                    EventSource::Pod,
+                    LifecycleKind::ContainerExited {
+                        exit_code: Some(0),
+                        signal: None,
+                        reason: None,
+                    },
+                ),
+            ],
+        };
+        let f = Facts::build(&timeline, 0);
+        let p = f.pod("api-1").expect("pod");
+        assert_eq!(
+            p.prestop.0,
+            Some(Window {
+                lo: 4 * s,
+                hi: 4 * s + 30_000
+            })
+        );
+        assert_eq!(
+            p.exit.map(|e| e.0),
+            Some(Window {
+                lo: 7 * s,
+                hi: 7 * s + 900_000
+            })
+        );
+        // SIGTERM: after the deletion and the hook's start, by the exit.
+        assert_eq!(
+            p.sigterm,
+            Some(Window {
+                lo: 4 * s + 20_000,
+                hi: 7 * s + 900_000
+            })
+        );
+        assert!(!p.sigterm.expect("sigterm").exact());
     }
 
     #[test]

@@ -15,10 +15,13 @@
 //!   pod seen on the same keep-alive connection.
 //! - `rules`: the cause rules, in priority order, each documented with the
 //!   Kubernetes behaviour it models.
+//! - `allowance`: how long node proxies may follow an EndpointSlice update
+//!   (the scenario's, else measured from the run).
 //! - `evidence`: the groups, their evidence and their fix text.
 //!
 //! [`Cause`]: crate::model::Cause
 
+mod allowance;
 mod evidence;
 mod facts;
 mod route;
@@ -31,8 +34,10 @@ use crate::model::{
     Attribution, CauseGroup, ConnRecord, FailedTry, Outcome, PodPropagation, ProxyRecord,
     RequestRecord, Timeline,
 };
+pub use allowance::{Allowance, AllowanceSource, MAX_MEASURED_US};
 
-/// Default [`Input::propagation_allowance_us`]: 2 s.
+/// The allowance when a run has none given and nothing to measure it on:
+/// 2 s (kube-proxy's 1 s `minSyncPeriod` on kind, plus its sync).
 pub const DEFAULT_PROPAGATION_ALLOWANCE_US: u64 = 2_000_000;
 
 /// Everything the correlator reads.
@@ -52,9 +57,11 @@ pub struct Input<'a> {
     pub proxy_mode: ProxyMode,
     /// Evidence times are printed in seconds from this (µs, run clock).
     pub load_started_us: u64,
-    /// External mode: how long after the EndpointSlice update a node's proxy
-    /// may still route to a removed endpoint (default 2 s).
-    pub propagation_allowance_us: u64,
+    /// How long after the EndpointSlice update a node's proxy may still
+    /// route to a removed endpoint (the scenario's `propagation_allowance`);
+    /// `None`: measured from the run (slice update → first failure-free
+    /// moment), else [`DEFAULT_PROPAGATION_ALLOWANCE_US`].
+    pub propagation_allowance_us: Option<u64>,
 }
 
 /// The correlator over one run's input: the timeline's facts are built once,
@@ -63,6 +70,7 @@ pub struct Input<'a> {
 pub struct Correlation<'a> {
     input: Input<'a>,
     facts: facts::Facts,
+    allowance: Allowance,
 }
 
 /// What the correlator read of a timeline (per-pod facts, capacity
@@ -77,10 +85,30 @@ pub struct TimelineFacts {
 impl<'a> Correlation<'a> {
     /// Reads the timeline once.
     pub fn new(input: Input<'a>) -> Correlation<'a> {
-        Correlation {
-            facts: facts::Facts::build(input.timeline, input.proxy_mode.slack_us()),
+        Correlation::over(
             input,
+            facts::Facts::build(input.timeline, input.proxy_mode.slack_us()),
+        )
+    }
+
+    fn over(input: Input<'a>, facts: facts::Facts) -> Correlation<'a> {
+        let allowance = allowance::allowance(
+            input.propagation_allowance_us,
+            DEFAULT_PROPAGATION_ALLOWANCE_US,
+            &facts,
+            input.records,
+        );
+        Correlation {
+            input,
+            facts,
+            allowance,
         }
+    }
+
+    /// How long node proxies were allowed to follow an EndpointSlice update,
+    /// and where that came from.
+    pub fn allowance(&self) -> Allowance {
+        self.allowance
     }
 
     /// Correlates `input` with facts already read from its timeline (by a
@@ -91,10 +119,7 @@ impl<'a> Correlation<'a> {
         if facts.slack_us != input.proxy_mode.slack_us() {
             return Correlation::new(input);
         }
-        Correlation {
-            facts: facts.facts,
-            input,
-        }
+        Correlation::over(input, facts.facts)
     }
 
     /// Ends the correlation, keeping what it read of the timeline.
@@ -109,7 +134,7 @@ impl<'a> Correlation<'a> {
     /// sorted by `seq`; ok and dropped records get none.
     pub fn attribute(&self) -> Vec<Attribution> {
         let input = &self.input;
-        let ctx = rules::Ctx::new(input, &self.facts);
+        let ctx = rules::Ctx::new(input, &self.facts, self.allowance_us());
         let router = route::Router::new(input);
         let mut failed: Vec<&RequestRecord> = input
             .records
@@ -178,6 +203,12 @@ impl<'a> Correlation<'a> {
     /// ready → the embedded proxy applied that; sorted by deletion time.
     pub fn propagation(&self) -> Vec<PodPropagation> {
         self.facts.propagation()
+    }
+}
+
+impl Correlation<'_> {
+    fn allowance_us(&self) -> i64 {
+        i64::try_from(self.allowance.us).unwrap_or(i64::MAX)
     }
 }
 

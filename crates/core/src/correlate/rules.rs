@@ -1,5 +1,19 @@
-//! The cause rules, in priority order: `killed_in_flight` > `endpoint_lag` >
-//! `not_ready` > `capacity` > `unexplained`. The first rule that fits wins.
+//! The cause rules, in priority order, the first that fits wins:
+//!
+//! 1. `killed_in_flight`, 2. `keepalive_race`, 3. `endpoint_lag`,
+//! 4. `capacity` (a Ready pod overloaded), 5. `not_ready`, for a request
+//!    whose pod is known;
+//! 1. `capacity` (no endpoint ready at all), 2. time-window
+//!    `killed_in_flight`, 3. `endpoint_lag`, 4. `not_ready`, for one whose
+//!    pod is not (a real cluster's new connections);
+//!
+//! Then `capacity`, else `unexplained`.
+//!
+//! A pod's termination steps are windows ([`Window`]): an instant from the
+//! embedded kubelet's record, a second from a real kubelet's timestamps,
+//! wider where a moment is not published. Each rule reads the bound that
+//! makes it possible ("could the pod have exited while the request was on
+//! it?"): `lo` for "after", `hi` for "before".
 //!
 //! Notation: `s` is when the request was sent, `e` when it ended (intended
 //! time + latency), `P` the pod it went to (see `route`). Every comparison
@@ -7,10 +21,12 @@
 //! observation of a failure and the server's timestamp of its cause can be a
 //! few ms apart, in either order.
 
-use super::facts::{Facts, PodFacts};
+use std::collections::HashMap;
+
+use super::facts::{Facts, PodFacts, Window};
 use super::route::{Route, Via, span, to_i64};
 use super::{Input, ProxyMode};
-use crate::model::{Cause, ErrorKind, ProxyFailure, ProxyOutcome, RequestRecord};
+use crate::model::{Cause, ErrorKind, Outcome, ProxyFailure, ProxyOutcome, RequestRecord};
 
 /// How far before the exit's timestamp a request may have been sent and
 /// still count as in flight when it came (µs): 10 ms for clock jitter only.
@@ -23,9 +39,14 @@ pub(crate) const IN_FLIGHT_LEAD_US: i64 = 10_000;
 /// pod's process went at `gone` (`s < gone ≤ e`, `s` up to
 /// [`IN_FLIGHT_LEAD_US`] after the exit's stamp, `e` up to `slack` before
 /// it). The rule and the evidence's "in flight" count both ask this.
-pub(crate) fn in_flight_at(gone: i64, s: i64, e: i64, slack: i64) -> bool {
-    s < gone + IN_FLIGHT_LEAD_US && gone <= e + slack
+pub(crate) fn in_flight_at(gone: Window, s: i64, e: i64, slack: i64) -> bool {
+    s < gone.hi + IN_FLIGHT_LEAD_US && gone.lo <= e + slack
 }
+
+/// How close before a request a crash exit of its pod must be to account
+/// for a reset on a reused connection (µs): the client learns of the closed
+/// connection about this late at most on a busy machine.
+const CRASH_NEAR_US: i64 = 200_000;
 
 /// The rules' context: the timeline's facts and the mode's tolerances.
 pub(crate) struct Ctx<'f> {
@@ -33,14 +54,19 @@ pub(crate) struct Ctx<'f> {
     pub mode: ProxyMode,
     pub slack: i64,
     pub allowance: i64,
-    /// Termination exits `(time, pod index)`, sorted.
-    exits: Vec<(i64, usize)>,
+    /// Termination exits `(earliest, latest, pod index)`, sorted.
+    exits: Vec<(i64, i64, usize)>,
+    /// Per pod, when it answered a request without failing (sent times,
+    /// sorted): an overloaded pod serves some, a broken one none.
+    served: HashMap<&'f str, Vec<i64>>,
 }
 
 /// What a failure looked like, from the client and the proxy.
 #[derive(Debug, Clone, Copy)]
 struct Failure {
     kind: ErrorKind,
+    /// A response head arrived before the failure.
+    answered: bool,
     /// The pod itself answered with a 5xx (its header, or an L7 backend 5xx).
     pod_5xx: bool,
     /// The L7 proxy's own failure reason.
@@ -60,6 +86,7 @@ impl Failure {
         };
         Failure {
             kind,
+            answered: r.status.is_some(),
             pod_5xx: kind == ErrorKind::Http5xx && (route.via == Via::Header || backend_5xx),
             l7,
             l4_no_endpoints,
@@ -86,6 +113,12 @@ impl Failure {
             )
     }
 
+    /// A new connection found nobody at the address: the connect timed out
+    /// (packets dropped) or the host was unreachable (ARP gave up).
+    fn unanswered(self) -> bool {
+        matches!(self.kind, ErrorKind::Timeout | ErrorKind::HostUnreachable)
+    }
+
     /// The proxy had no endpoint at all.
     fn no_endpoints(self) -> bool {
         self.l4_no_endpoints || self.l7 == Some(ProxyFailure::NoEndpoints)
@@ -93,22 +126,33 @@ impl Failure {
 }
 
 impl<'f> Ctx<'f> {
-    /// The rules over the timeline's `facts`.
-    pub fn new(input: &Input, facts: &'f Facts) -> Ctx<'f> {
+    /// The rules over the timeline's `facts`; `allowance` (µs) is how long
+    /// node proxies may follow an EndpointSlice update.
+    pub fn new(input: &Input<'f>, facts: &'f Facts, allowance: i64) -> Ctx<'f> {
         let slack = input.proxy_mode.slack_us();
-        let mut exits: Vec<(i64, usize)> = facts
+        let mut exits: Vec<(i64, i64, usize)> = facts
             .pods
             .iter()
             .enumerate()
-            .filter_map(|(i, p)| p.gone().map(|g| (g, i)))
+            .filter_map(|(i, p)| p.gone().map(|g| (g.lo, g.hi, i)))
             .collect();
         exits.sort_unstable();
+        let mut served: HashMap<&'f str, Vec<i64>> = HashMap::new();
+        for r in input.records {
+            if let (Outcome::Ok, Some(pod)) = (r.outcome, r.pod.as_deref()) {
+                served.entry(pod).or_default().push(span(r).0);
+            }
+        }
+        for v in served.values_mut() {
+            v.sort_unstable();
+        }
         Ctx {
             facts,
             mode: input.proxy_mode,
             slack: to_i64(slack),
-            allowance: to_i64(input.propagation_allowance_us),
+            allowance,
             exits,
+            served,
         }
     }
 
@@ -125,8 +169,14 @@ impl<'f> Ctx<'f> {
                 if self.killed_in_flight(p, route, f, s, e) {
                     return (Cause::KilledInFlight, Some(pod));
                 }
+                if self.keepalive_race(p, route, f, s, e) {
+                    return (Cause::KeepaliveRace, Some(pod));
+                }
                 if self.endpoint_lag(p, route, f, s) {
                     return (Cause::EndpointLag, Some(pod));
+                }
+                if self.overloaded(p, f, s, e) {
+                    return (Cause::Capacity, Some(pod));
                 }
                 if self.not_ready(p, route, f, s) {
                     return (Cause::NotReady, Some(pod));
@@ -138,6 +188,9 @@ impl<'f> Ctx<'f> {
                 return (Cause::NotReady, Some(pod));
             }
         } else if !f.no_endpoints() && route.proxy.is_none() {
+            if self.nothing_ready(f, s) {
+                return (Cause::Capacity, None);
+            }
             if let Some(p) = self.inferred_killed(f, s, e) {
                 return (Cause::KilledInFlight, Some(p));
             }
@@ -191,10 +244,44 @@ impl<'f> Ctx<'f> {
         }
         let reused = !route.first_on_conn && matches!(route.via, Via::Proxy | Via::ConnHistory);
         let opened_before_stop = match (route.conn_open, p.stop()) {
-            (Some(open), Some(stop)) => open < stop + self.slack,
+            (Some(open), Some(stop)) => open < stop.hi + self.slack,
             _ => true,
         };
-        !self.mode.per_request() && reused && opened_before_stop
+        // Pinned to a pod that had exited (or whose exit was never seen):
+        // what answers there is a dead address or nothing. While the pod
+        // still ran, a reset on an idle connection is the pod closing it
+        // (its drain): `keepalive_race`'s, with its own fix.
+        let exited = p.gone().is_none_or(|g| s >= g.lo - self.slack);
+        !self.mode.per_request() && reused && opened_before_stop && exited
+    }
+
+    /// `keepalive_race`: the request was written on a reused keep-alive
+    /// connection that the server closed at that moment, and it was reset
+    /// before any response byte, while P still ran: no exit of P (in
+    /// flight, pinned or a crash) accounts for it.
+    ///
+    /// HTTP/1.1: a server closes an idle keep-alive connection after its
+    /// idle timeout (Node.js 5 s by default), or every idle one when it
+    /// drains on SIGTERM; a client that picks that connection from its pool
+    /// as the close is on the wire writes into a closed socket and gets a
+    /// reset (or EOF) with no response. Nothing in Kubernetes is involved;
+    /// clients that retry idempotent requests on such a reset (Go's
+    /// net/http, browsers) never show it.
+    fn keepalive_race(&self, p: &PodFacts, route: &Route, f: Failure, s: i64, e: i64) -> bool {
+        if self.mode.per_request()
+            || f.kind != ErrorKind::ConnectionReset
+            || f.answered
+            || route.first_on_conn
+            || !matches!(route.via, Via::Proxy | Via::ConnHistory)
+        {
+            return false;
+        }
+        if p.crash_between(s - CRASH_NEAR_US, e + self.slack).is_some() {
+            return false;
+        }
+        // Still running: not past its exit (the pinned-connection case of
+        // killed_in_flight took those).
+        p.gone().is_none_or(|g| s < g.lo - self.slack)
     }
 
     /// `endpoint_lag`: a new connection (L4, external) or request (L7) was
@@ -208,13 +295,13 @@ impl<'f> Ctx<'f> {
     /// reset (L7: 502). A preStop sleep longer than the propagation keeps P
     /// serving until no proxy routes to it.
     fn endpoint_lag(&self, p: &PodFacts, route: &Route, f: Failure, s: i64) -> bool {
-        if route.via == Via::ConnHistory || !(f.turned_away() || f.kind == ErrorKind::Timeout) {
+        if route.via == Via::ConnHistory || !(f.turned_away() || f.unanswered()) {
             return false;
         }
-        if f.kind == ErrorKind::Timeout && route.via != Via::Proxy {
+        if f.unanswered() && route.via != Via::Proxy {
             return false;
         }
-        let Some(stop) = p.stop().or(p.deletion) else {
+        let Some(stop) = p.stop().map(|w| w.lo).or(p.deletion) else {
             return false;
         };
         let routed = match (self.mode, route.proxy) {
@@ -223,6 +310,34 @@ impl<'f> Ctx<'f> {
         };
         let until = p.routed_until(self.allowance).unwrap_or(i64::MAX);
         routed >= stop - self.slack && routed <= until.saturating_add(self.slack)
+    }
+
+    /// `capacity` before `not_ready`: a Ready pod that had already served
+    /// requests since it became Ready answered 5xx or timed out while fewer
+    /// endpoints were ready than desired. It was overloaded with the
+    /// missing pods' share; a pod that was not ready to serve fails from
+    /// its first request on (`not_ready`).
+    fn overloaded(&self, p: &PodFacts, f: Failure, s: i64, e: i64) -> bool {
+        if !(f.pod_5xx || f.kind == ErrorKind::Timeout) {
+            return false;
+        }
+        if p.stop().is_some_and(|stop| s >= stop.lo - self.slack) {
+            return false;
+        }
+        let Some(d) = self
+            .facts
+            .deficit_overlapping(s - self.slack, e + self.slack)
+        else {
+            return false;
+        };
+        if d.desired.is_none() {
+            return false;
+        }
+        let since = p.ready_since(s + self.slack).unwrap_or(i64::MIN);
+        self.served.get(p.name.as_str()).is_some_and(|v| {
+            let n = v.partition_point(|&t| t < since);
+            v.get(n).is_some_and(|&t| t < s)
+        })
     }
 
     /// `not_ready`: P answered 5xx itself, or refused or reset, while it
@@ -241,7 +356,7 @@ impl<'f> Ctx<'f> {
         if !(f.pod_5xx || (route.via != Via::Unknown && f.turned_away())) {
             return false;
         }
-        if p.stop().is_some_and(|stop| s >= stop - self.slack) {
+        if p.stop().is_some_and(|stop| s >= stop.lo - self.slack) {
             return false;
         }
         !p.has_readiness() || p.ready_since(s + self.slack).is_some()
@@ -266,10 +381,30 @@ impl<'f> Ctx<'f> {
             return false;
         };
         match f.kind {
-            ErrorKind::Timeout | ErrorKind::Http5xx => true,
+            ErrorKind::Timeout | ErrorKind::HostUnreachable | ErrorKind::Http5xx => true,
             ErrorKind::ConnectRefused | ErrorKind::ConnectionReset => d.min_ready == 0,
             _ => false,
         }
+    }
+
+    /// `capacity` first for a request no pod can be named for: no endpoint
+    /// was ready when it was sent, so nothing could have served it, however
+    /// fast the proxies followed.
+    ///
+    /// Kubernetes: with no ready endpoint kube-proxy installs a REJECT rule
+    /// for the Service (new connections are refused); until it syncs, they
+    /// still go to the old pods' addresses. Either way the shortfall is the
+    /// cause (a drain without a PodDisruptionBudget, `maxUnavailable` with
+    /// one replica).
+    fn nothing_ready(&self, f: Failure, s: i64) -> bool {
+        matches!(
+            f.kind,
+            ErrorKind::ConnectRefused
+                | ErrorKind::ConnectionReset
+                | ErrorKind::Timeout
+                | ErrorKind::HostUnreachable
+        ) && !f.answered
+            && self.facts.ready_at(s) == Some(0)
     }
 
     /// Time-window `killed_in_flight` when P is unknown: the request was in
@@ -279,9 +414,11 @@ impl<'f> Ctx<'f> {
         if !matches!(f.kind, ErrorKind::ConnectionReset | ErrorKind::Timeout) {
             return None;
         }
-        let lo = self.exits.partition_point(|x| x.0 <= s - IN_FLIGHT_LEAD_US);
         let hi = self.exits.partition_point(|x| x.0 <= e + self.slack);
-        let &(_, i) = self.exits.get(lo..hi)?.last()?;
+        let &(_, _, i) = self.exits[..hi]
+            .iter()
+            .rev()
+            .find(|x| x.1 > s - IN_FLIGHT_LEAD_US)?;
         Some(self.facts.pods[i].name.as_str())
     }
 
@@ -300,7 +437,7 @@ impl<'f> Ctx<'f> {
         self.facts
             .pods
             .iter()
-            .flat_map(|p| p.crash_exits.iter().map(move |x| (x.0, p)))
+            .flat_map(|p| p.crash_exits.iter().map(move |x| (x.0.lo, p)))
             .filter(|&(x, p)| {
                 let Some(since) = p.ready_since(x) else {
                     return false;
@@ -322,17 +459,18 @@ impl<'f> Ctx<'f> {
     /// update + allowance)]` for some pod X. Of several windows, the one that
     /// opened last (the pod that stopped most recently) wins.
     ///
-    /// A timeout fits too once X has exited: after its exit the kubelet
-    /// tears X's sandbox down, and a new connection a stale proxy still
-    /// sends to X's address goes unanswered (packets dropped), so the client
-    /// times out where a live address would have refused. Before the exit
-    /// X still serves, and a timeout then is not X's lag.
+    /// A timeout or "no route to host" fits too once X has exited: after
+    /// its exit the kubelet tears X's sandbox down, and a new connection a
+    /// stale proxy still sends to X's address goes unanswered (packets
+    /// dropped, or ARP gives up: `EHOSTUNREACH`), so the client times out
+    /// where a live address would have refused. Before the exit X still
+    /// serves, and a timeout then is not X's lag.
     fn inferred_lag(&self, f: Failure, s: i64) -> Option<&str> {
-        let timeout = f.kind == ErrorKind::Timeout;
+        let unanswered = f.unanswered();
         let fits = matches!(
             f.kind,
             ErrorKind::ConnectRefused | ErrorKind::ConnectionReset
-        ) || timeout
+        ) || unanswered
             || (f.kind == ErrorKind::Http5xx && f.l7 != Some(ProxyFailure::NoEndpoints));
         if !fits {
             return None;
@@ -340,9 +478,9 @@ impl<'f> Ctx<'f> {
         self.facts
             .pods
             .iter()
-            .filter(|p| !timeout || p.gone().is_some_and(|g| s >= g - self.slack))
+            .filter(|p| !unanswered || p.gone().is_some_and(|g| s >= g.lo - self.slack))
             .filter_map(|p| {
-                let start = p.stop().or(p.deletion)?;
+                let start = p.stop().map(|w| w.lo).or(p.deletion)?;
                 let end = p.routed_until(self.allowance)?;
                 (s >= start - self.slack && s <= end.saturating_add(self.slack))
                     .then_some((start, p.name.as_str()))

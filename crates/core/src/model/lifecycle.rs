@@ -18,6 +18,15 @@ pub struct LifecycleEvent {
     /// clock's origin. `None` when the object carries none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_us: Option<i64>,
+    /// How coarse `server_us` is (µs): the server's timestamp was cut to
+    /// this precision, so the moment lies in `[server_us, server_us +
+    /// precision)`: 1 s for the RFC 3339 seconds of a legacy Event's
+    /// `lastTimestamp` (what kubelets send). `None`: the field's default,
+    /// microseconds for an Event's `eventTime` and 1 s for every other
+    /// source's timestamps (`deletionTimestamp`, `finishedAt`, a condition's
+    /// `lastTransitionTime`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_precision_us: Option<u64>,
     /// The pod it concerns, when it concerns one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<String>,
@@ -34,8 +43,47 @@ impl LifecycleEvent {
     /// observation (for the embedded kubelet's exact record, the moment itself).
     pub fn when_us(&self) -> i64 {
         match (self.source, self.server_us) {
-            (EventSource::Event, Some(s)) => s,
-            _ => i64::try_from(self.at_us).unwrap_or(i64::MAX),
+            (EventSource::Event, Some(s)) if self.precision_us() <= 1_000 => s,
+            _ => self.observed_us(),
+        }
+    }
+
+    /// When rolltest observed it, as `i64` µs.
+    pub fn observed_us(&self) -> i64 {
+        i64::try_from(self.at_us).unwrap_or(i64::MAX)
+    }
+
+    /// How coarse the server's timestamp is (µs; see `server_precision_us`).
+    pub fn precision_us(&self) -> u64 {
+        match (self.server_precision_us, self.source) {
+            (Some(p), _) => p,
+            (None, EventSource::Event) => 1,
+            (None, _) => 1_000_000,
+        }
+    }
+
+    /// Where the transition itself lies, `(earliest, latest)` in µs on the
+    /// run clock: an instant for the embedded cluster's own records, the
+    /// proxy's, the actions' and a precise `eventTime`; for a timestamp cut
+    /// to seconds, that second, ending no later than the observation (a
+    /// transition happens before it is seen); without a server timestamp,
+    /// or one after the observation (the server's clock ahead of ours), the
+    /// observation alone.
+    pub fn window(&self) -> (i64, i64) {
+        let seen = self.observed_us();
+        match (self.source, self.server_us) {
+            (EventSource::Kubelet | EventSource::Proxy | EventSource::Action, _) | (_, None) => {
+                (seen, seen)
+            }
+            (_, Some(s)) if s > seen => (seen, seen),
+            (_, Some(s)) => {
+                let p = i64::try_from(self.precision_us()).unwrap_or(i64::MAX);
+                if p <= 1_000 {
+                    (s, s)
+                } else {
+                    (s, s.saturating_add(p).min(seen))
+                }
+            }
         }
     }
 }
@@ -297,6 +345,7 @@ mod tests {
         let e = LifecycleEvent {
             at_us: 1_500_000,
             server_us: Some(1_499_000),
+            server_precision_us: None,
             pod: Some("api-1".into()),
             source: EventSource::Event,
             kind: LifecycleKind::ContainerExited {
@@ -321,6 +370,7 @@ mod tests {
         let e = LifecycleEvent {
             at_us: 7,
             server_us: None,
+            server_precision_us: None,
             pod: None,
             source: EventSource::Pod,
             kind: LifecycleKind::PodReady,
@@ -330,6 +380,49 @@ mod tests {
         assert_eq!(
             serde_json::from_str::<LifecycleEvent>(&text).expect("parses"),
             e
+        );
+    }
+
+    #[test]
+    fn a_window_is_the_timestamp_precision_ended_by_the_observation() {
+        let ev = |source, server_us, server_precision_us| LifecycleEvent {
+            at_us: 5_600_000,
+            server_us,
+            server_precision_us,
+            pod: None,
+            source,
+            kind: LifecycleKind::PodReady,
+        };
+        // A pod status's seconds: that second, cut at the observation.
+        assert_eq!(
+            ev(EventSource::Pod, Some(5_000_000), None).window(),
+            (5_000_000, 5_600_000)
+        );
+        assert_eq!(
+            ev(EventSource::Pod, Some(4_000_000), None).window(),
+            (4_000_000, 5_000_000)
+        );
+        // A legacy Event's lastTimestamp: the same, and when_us keeps the
+        // observation; a precise eventTime is the instant.
+        let legacy = ev(EventSource::Event, Some(5_000_000), Some(1_000_000));
+        assert_eq!(legacy.window(), (5_000_000, 5_600_000));
+        assert_eq!(legacy.when_us(), 5_600_000);
+        let precise = ev(EventSource::Event, Some(5_412_345), None);
+        assert_eq!(precise.window(), (5_412_345, 5_412_345));
+        assert_eq!(precise.when_us(), 5_412_345);
+        // The embedded kubelet's record, no server time, or a server clock
+        // ahead of ours: the observation.
+        assert_eq!(
+            ev(EventSource::Kubelet, Some(1), None).window(),
+            (5_600_000, 5_600_000)
+        );
+        assert_eq!(
+            ev(EventSource::Pod, None, None).window(),
+            (5_600_000, 5_600_000)
+        );
+        assert_eq!(
+            ev(EventSource::Pod, Some(6_000_000), None).window(),
+            (5_600_000, 5_600_000)
         );
     }
 }

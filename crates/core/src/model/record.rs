@@ -17,6 +17,10 @@ pub enum ErrorKind {
     ConnectionReset,
     /// No complete response within the timeout (connect included).
     Timeout,
+    /// The connect failed with "no route to host" or "network unreachable"
+    /// (`EHOSTUNREACH`, `ENETUNREACH`): the address answers nobody, e.g. a
+    /// pod whose network namespace is gone after ARP gave up on it.
+    HostUnreachable,
     /// The server answered with a 5xx status (the code is kept in the record).
     #[serde(rename = "http_5xx")]
     Http5xx,
@@ -29,10 +33,11 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, in report order.
-    pub const ALL: [ErrorKind; 6] = [
+    pub const ALL: [ErrorKind; 7] = [
         ErrorKind::ConnectRefused,
         ErrorKind::ConnectionReset,
         ErrorKind::Timeout,
+        ErrorKind::HostUnreachable,
         ErrorKind::Http5xx,
         ErrorKind::Http4xx,
         ErrorKind::Other,
@@ -44,6 +49,7 @@ impl ErrorKind {
             ErrorKind::ConnectRefused => "connect_refused",
             ErrorKind::ConnectionReset => "connection_reset",
             ErrorKind::Timeout => "timeout",
+            ErrorKind::HostUnreachable => "host_unreachable",
             ErrorKind::Http5xx => "http_5xx",
             ErrorKind::Http4xx => "http_4xx",
             ErrorKind::Other => "other",
@@ -80,17 +86,21 @@ pub enum Cause {
     NotReady,
     /// Too few ready endpoints for the load.
     Capacity,
+    /// Sent on a reused keep-alive connection that the server closed at the
+    /// same moment (idle timeout or drain), with no pod exit to blame.
+    KeepaliveRace,
     /// None of the above fits the evidence.
     Unexplained,
 }
 
 impl Cause {
     /// Every cause, in report order.
-    pub const ALL: [Cause; 5] = [
+    pub const ALL: [Cause; 6] = [
         Cause::EndpointLag,
         Cause::KilledInFlight,
         Cause::NotReady,
         Cause::Capacity,
+        Cause::KeepaliveRace,
         Cause::Unexplained,
     ];
 
@@ -101,6 +111,7 @@ impl Cause {
             Cause::KilledInFlight => "killed_in_flight",
             Cause::NotReady => "not_ready",
             Cause::Capacity => "capacity",
+            Cause::KeepaliveRace => "keepalive_race",
             Cause::Unexplained => "unexplained",
         }
     }

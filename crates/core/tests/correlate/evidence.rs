@@ -115,7 +115,14 @@ fn groups_carry_evidence_and_fix_text() {
         cap.evidence,
         "between 30.00 s and 32.00 s only 1 of 2 desired endpoints were ready; 1 request timed out at 30.50 s"
     );
-    assert!(cap.fix.contains("maxUnavailable: 0") && cap.fix.contains("PodDisruptionBudget"));
+    // No pod was deleted when the shortfall began: the pods left the
+    // endpoints on their own, and no rollout knob is implicated.
+    assert!(
+        cap.fix
+            .starts_with("no rollout, eviction or deletion took these pods out"),
+        "{}",
+        cap.fix
+    );
 }
 
 #[test]
@@ -174,8 +181,8 @@ fn external_lag_evidence_names_the_slice_and_the_allowance() {
     assert_eq!(
         groups[0].evidence,
         "pod old-1 got SIGTERM at 10.01 s and exited at 10.02 s; the EndpointSlice marked it not \
-         ready at 10.01 s and node proxies may route to it for 2.00 s more (until 12.01 s); \
-         1 request refused at 11.80 s"
+         ready at 10.01 s and node proxies may route to it for 2.00 s more (until 12.01 s; the \
+         scenario's propagation_allowance); 1 request refused at 11.80 s"
     );
     // 0.005 s measured + 2 s allowance + 0.5 s margin → 3 s.
     assert!(
@@ -246,4 +253,57 @@ fn a_slice_seen_before_its_deletion_measures_zero_not_negative() {
     let p = correlate::propagation(&input);
     assert_eq!(p[0].slice_us, Some(9_997 * MS));
     assert_eq!(p[0].to_slice_ms(), Some(0.0));
+}
+
+/// The capacity fix names the knob of what took the pods: a drain's
+/// evictions → a PodDisruptionBudget, a rollout → the strategy; pods that
+/// left the endpoints with no deletion → no rollout knob at all.
+#[test]
+fn the_capacity_fix_follows_what_took_the_pods() {
+    let mut c = Case::new(ProxyMode::External);
+    c.records
+        .push(rec(1, 30_500, 2_000, failed(ErrorKind::Timeout)));
+    let fix_after = |action: Option<&str>| -> String {
+        let mut t = timeline();
+        if let Some(action) = action {
+            t.events.push(LifecycleEvent {
+                at_us: 29_000 * MS,
+                server_us: None,
+                server_precision_us: None,
+                pod: None,
+                source: EventSource::Action,
+                kind: LifecycleKind::ActionStarted {
+                    index: 0,
+                    action: action.into(),
+                    target: "x".into(),
+                },
+            });
+            t.events.push(ev(
+                29_900,
+                "old-2",
+                LifecycleKind::DeletionRequested { grace_seconds: 30 },
+            ));
+        }
+        t.sort();
+        let groups = correlate::groups(&c.input(&t), &[]);
+        assert_eq!(groups.len(), 1, "{groups:?}");
+        assert_eq!(groups[0].cause, Cause::Capacity);
+        groups[0].fix.clone()
+    };
+    let drain = fix_after(Some("drain-node"));
+    assert!(
+        drain.starts_with("a PodDisruptionBudget") && !drain.contains("maxUnavailable: 0"),
+        "{drain}"
+    );
+    let rollout = fix_after(Some("rollout-restart"));
+    assert!(
+        rollout.starts_with("maxUnavailable: 0 and maxSurge ≥ 1")
+            && !rollout.contains("PodDisruptionBudget"),
+        "{rollout}"
+    );
+    let outage = fix_after(None);
+    assert!(
+        outage.starts_with("no rollout, eviction or deletion") && !outage.contains("maxSurge"),
+        "{outage}"
+    );
 }

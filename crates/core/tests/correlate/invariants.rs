@@ -8,7 +8,7 @@ fn arb_record(seq: u64) -> impl Strategy<Value = RequestRecord> {
     let kinds = prop_oneof![
         Just(Outcome::Ok),
         Just(Outcome::Dropped),
-        (0..6usize).prop_map(|i| Outcome::Failed(ErrorKind::ALL[i])),
+        (0..ErrorKind::ALL.len()).prop_map(|i| Outcome::Failed(ErrorKind::ALL[i])),
     ];
     let pods = prop_oneof![
         Just(None),
@@ -105,5 +105,84 @@ proptest! {
         }
         // Groups without attributions attribute on their own, identically.
         prop_assert_eq!(&correlate::groups(&input, &[]), &groups);
+    }
+}
+
+/// The fixture timeline with every pod event's moment blurred the way a
+/// real cluster blurs it: a server timestamp cut to whole seconds (or a
+/// precise one, or none) somewhere before the observation, from a mix of
+/// sources; so the rules see intervals, not instants.
+fn arb_blurred_timeline() -> impl Strategy<Value = Timeline> {
+    let n = timeline().events.len();
+    proptest::collection::vec((0u8..4, 0i64..1_500), n).prop_map(|blur| {
+        let mut t = timeline();
+        for (e, (how, back_ms)) in t.events.iter_mut().zip(blur) {
+            if e.pod.is_none() {
+                continue;
+            }
+            let seen = i64::try_from(e.at_us).unwrap_or(i64::MAX);
+            let server = seen - back_ms * 1_000;
+            match how {
+                // A status timestamp in seconds.
+                0 => e.server_us = Some(server - server.rem_euclid(1_000_000)),
+                // A legacy Event's lastTimestamp.
+                1 => {
+                    e.source = EventSource::Event;
+                    e.server_us = Some(server - server.rem_euclid(1_000_000));
+                    e.server_precision_us = Some(1_000_000);
+                }
+                // A precise eventTime.
+                2 => {
+                    e.source = EventSource::Event;
+                    e.server_us = Some(server);
+                }
+                _ => {}
+            }
+        }
+        t
+    })
+}
+
+proptest! {
+    #[test]
+    fn intervals_still_give_exactly_one_cause_and_the_rebuild_agrees(
+        (case, perm) in arb_case(),
+        t in arb_blurred_timeline(),
+    ) {
+        // The allowance measured from the run, as on a real cluster.
+        let input = Input { propagation_allowance_us: None, ..case.input(&t) };
+        let attrs = correlate::attribute(&input);
+        let failed = case
+            .records
+            .iter()
+            .filter(|r| matches!(r.outcome, Outcome::Failed(_)))
+            .count();
+        prop_assert_eq!(attrs.len(), failed);
+        prop_assert!(attrs.windows(2).all(|w| w[0].seq < w[1].seq));
+
+        let shuffled: Vec<RequestRecord> = perm.iter().map(|&i| case.records[i].clone()).collect();
+        let input2 = Input { records: &shuffled, ..input };
+        prop_assert_eq!(&correlate::attribute(&input2), &attrs);
+
+        // A rebuild reads records.csv: the causes and pods written into the
+        // records, no connections, no proxy records. It must tell the same
+        // story, the measured allowance included.
+        let groups = correlate::groups(&input, &attrs);
+        prop_assert_eq!(groups.iter().map(|g| g.count).sum::<u64>(), failed as u64);
+        let mut written = case.records.clone();
+        for r in &mut written {
+            if let Some(a) = attrs.iter().find(|a| a.seq == r.seq) {
+                r.cause = Some(a.cause);
+                if r.pod.is_none() {
+                    r.pod.clone_from(&a.pod);
+                }
+            }
+        }
+        let rebuilt = Input { records: &written, conns: &[], proxy: &[], ..input };
+        prop_assert_eq!(
+            correlate::Correlation::new(rebuilt).allowance(),
+            correlate::Correlation::new(input).allowance()
+        );
+        prop_assert_eq!(&correlate::groups(&rebuilt, &[]), &groups);
     }
 }

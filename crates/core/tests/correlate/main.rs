@@ -26,6 +26,7 @@ fn ev(t_ms: u64, pod: &str, kind: LifecycleKind) -> LifecycleEvent {
     LifecycleEvent {
         at_us: t_ms * MS,
         server_us: None,
+        server_precision_us: None,
         pod: Some(pod.into()),
         source: EventSource::Pod,
         kind,
@@ -36,6 +37,7 @@ fn global(t_ms: u64, kind: LifecycleKind) -> LifecycleEvent {
     LifecycleEvent {
         at_us: t_ms * MS,
         server_us: None,
+        server_precision_us: None,
         pod: None,
         source: EventSource::EndpointSlice,
         kind,
@@ -83,6 +85,15 @@ fn timeline() -> Timeline {
             LifecycleKind::ProxyView {
                 ready: 2,
                 serving_terminating: 0,
+            },
+        ),
+        // The rollout's new pods, created while the load runs.
+        ev(
+            2_000,
+            "new-2",
+            LifecycleKind::PodCreated {
+                replicaset: None,
+                template_hash: None,
             },
         ),
         ev(3_000, "new-2", LifecycleKind::PodReady),
@@ -236,7 +247,7 @@ impl Case {
             proxy: &self.proxy,
             proxy_mode: self.mode,
             load_started_us: 0,
-            propagation_allowance_us: correlate::DEFAULT_PROPAGATION_ALLOWANCE_US,
+            propagation_allowance_us: Some(correlate::DEFAULT_PROPAGATION_ALLOWANCE_US),
         }
     }
 
