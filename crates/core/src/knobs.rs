@@ -158,6 +158,16 @@ pub mod fix {
         )
     }
 
+    /// not_ready of an old pod whose readiness probe took it out
+    /// `detect_us` after its first failed request: how fast the probe
+    /// notices (periodSeconds × failureThreshold).
+    pub fn readiness_detection(detect_us: i64) -> String {
+        format!(
+            "a readiness probe that notices sooner: it took the pod out {} after it began to fail; periodSeconds × failureThreshold is how long a failing pod keeps getting traffic (e.g. periodSeconds: 1, failureThreshold: 2)",
+            secs(detect_us.max(0))
+        )
+    }
+
     /// The liveness probe's part, put before a not_ready or capacity fix when
     /// liveness restarts happened meanwhile.
     pub const LIVENESS: &str = "a livenessProbe that checks only the process (e.g. /livez), never a dependency: the readiness probe takes a pod out of the endpoints during an outage and puts it back at once, a liveness restart keeps it out longer; ";

@@ -451,18 +451,32 @@ impl Evidence<'_> {
             kinds_phrase(recs),
             self.span_text(recs)
         );
-        // A liveness restart of this very pod killed it: the liveness probe
-        // alone is to blame (readiness and minReadySeconds would not help).
+        // The liveness probe went on to restart this very pod: it is the
+        // probe to fix (readiness and minReadySeconds would not help).
         let restarted = self
-            .liveness_restarts(first - self.slack, last + self.slack)
+            .liveness_restarts(first - self.slack, i64::MAX)
             .iter()
             .any(|(pod, _)| *pod == p.name);
         if restarted {
-            ev.push_str("; the liveness probe restarted it meanwhile");
+            ev.push_str("; the liveness probe restarted it afterwards");
             return (ev, fix::LIVENESS_ONLY.to_owned());
         }
+        let new_pod = self.created_during_load(&p.name);
+        // An old pod whose readiness probe did take it out, late.
+        let left = since
+            .and_then(|t| p.ready.iter().find(|iv| iv.0 == t))
+            .map(|iv| iv.1)
+            .filter(|&end| end != i64::MAX && end >= first);
+        if let (false, Some(end)) = (new_pod, left) {
+            let _ = write!(
+                ev,
+                "; its readiness probe took it out of the endpoints at {}",
+                self.at(end)
+            );
+            return (ev, fix::readiness_detection(end - first));
+        }
         let window = since.map_or(0, |t| last - t);
-        let mut fix = fix::readiness(window, self.created_during_load(&p.name));
+        let mut fix = fix::readiness(window, new_pod);
         if let Some((more, first_fix)) = self.liveness_note(recs) {
             ev.push_str(&more);
             fix.insert_str(0, &first_fix);
