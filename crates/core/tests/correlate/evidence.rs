@@ -307,3 +307,62 @@ fn the_capacity_fix_follows_what_took_the_pods() {
         "{outage}"
     );
 }
+
+/// not_ready fixes follow the evidence: an old pod its readiness probe took
+/// out late → how fast the probe notices; one the liveness probe went on to
+/// restart → the liveness probe alone; a rollout's new pod → minReadySeconds.
+#[test]
+fn the_not_ready_fix_follows_what_happened_to_the_pod() {
+    let mut c = Case::new(ProxyMode::External);
+    c.records.push(
+        rec(1, 4_000, 2, failed(ErrorKind::Http5xx))
+            .pod("old-2")
+            .status(503),
+    );
+    let fix_with = |extra: Vec<LifecycleEvent>| -> (String, String) {
+        let mut t = timeline();
+        t.events.extend(extra);
+        t.sort();
+        let groups = correlate::groups(&c.input(&t), &[]);
+        assert_eq!(groups[0].cause, Cause::NotReady, "{groups:?}");
+        (groups[0].evidence.clone(), groups[0].fix.clone())
+    };
+    let (ev_late, late) = fix_with(vec![ev(5_000, "old-2", LifecycleKind::PodNotReady)]);
+    assert!(
+        ev_late.ends_with("its readiness probe took it out of the endpoints at 5.00 s"),
+        "{ev_late}"
+    );
+    assert!(
+        late.starts_with("a readiness probe that notices sooner: it took the pod out 1.00 s after it began to fail"),
+        "{late}"
+    );
+    let (ev_live, live) = fix_with(vec![
+        ev(
+            6_000,
+            "old-2",
+            LifecycleKind::ProbeFailed {
+                probe: "liveness".into(),
+                message: "Liveness probe failed".into(),
+            },
+        ),
+        ev(
+            7_000,
+            "old-2",
+            LifecycleKind::ContainerStarted { restart_count: 1 },
+        ),
+    ]);
+    assert!(
+        ev_live.ends_with("the liveness probe restarted it afterwards"),
+        "{ev_live}"
+    );
+    assert!(
+        live.starts_with("a livenessProbe that checks only the process")
+            && !live.contains("minReadySeconds"),
+        "{live}"
+    );
+    let (_, plain) = fix_with(Vec::new());
+    assert!(
+        plain.starts_with("honest readiness") && !plain.contains("minReadySeconds"),
+        "{plain}"
+    );
+}
