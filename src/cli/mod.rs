@@ -170,6 +170,12 @@ pub struct LoadArgs {
     /// Open a new connection for every request instead of reusing keep-alive connections.
     #[arg(long)]
     pub no_keepalive: bool,
+    /// Close a pooled keep-alive connection that stayed idle longer than
+    /// this instead of reusing it, as Go's IdleConnTimeout and browsers do;
+    /// below the server's keep-alive timeout it avoids the keep-alive race.
+    /// Default: reuse connections however long they were idle.
+    #[arg(long, value_name = "D")]
+    pub idle_timeout: Option<String>,
     /// Requests closer together than this leave in small groups, each request
     /// at most this late; larger values cost less CPU per request at high
     /// rates. Default: 100us up to 20k req/s, 1ms above.
@@ -235,6 +241,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             headers: args.headers,
             body: args.body,
             keepalive: !args.no_keepalive,
+            idle_timeout: args.idle_timeout,
             send_quantum: args.send_quantum,
             max_failed: args.max_failed,
             max_p99_ms: args.max_p99_ms,

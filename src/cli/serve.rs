@@ -60,6 +60,20 @@ pub struct ServeArgs {
     #[arg(long, value_name = "D", value_parser = parse_duration)]
     pub idle_timeout: Option<Duration>,
 
+    /// Emulate the network between the app and its clients when it closes
+    /// an idle keep-alive connection (--idle-timeout, or the drain's idle
+    /// grace): the app stops serving the connection at once, but its FIN
+    /// leaves only D later, as it would reach a client D later across a
+    /// network. A request that arrives within D meets a closed socket and
+    /// gets a reset (RST), no response byte: what a client on a real
+    /// network sees when it writes on a connection whose FIN is still in
+    /// flight. On loopback that window is microseconds, so the race almost
+    /// never shows without it. A path whose one-way delay is d gives a
+    /// window of about 2d (the request must also reach the server after
+    /// the close): set D to the round-trip time to model it.
+    #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "0s")]
+    pub close_delay: Duration,
+
     /// Hard cap on draining: when it passes, exit 0 and cut what is left.
     #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "30s")]
     pub drain_timeout: Duration,
@@ -133,6 +147,7 @@ impl From<ServeArgs> for ServeConfig {
             on_sigterm: args.on_sigterm.into(),
             idle_grace: args.idle_grace,
             idle_timeout: args.idle_timeout,
+            close_delay: args.close_delay,
             drain_timeout: args.drain_timeout,
             fail_readiness_on_sigterm: args.fail_readiness_on_sigterm,
             startup_delay: args.startup_delay,

@@ -36,6 +36,8 @@ pub struct LoadOptions {
     pub body: Option<String>,
     /// Keep-alive.
     pub keepalive: bool,
+    /// Pool idle timeout text (`None`: no limit).
+    pub idle_timeout: Option<String>,
     /// Send quantum text (`None`: automatic).
     pub send_quantum: Option<String>,
     /// Failure limit.
@@ -74,6 +76,12 @@ fn raw_from_flags(opts: &LoadOptions) -> Result<RawScenario, RunError> {
         .map(str::parse)
         .transpose()
         .map_err(bad("--send-quantum"))?;
+    let idle_timeout: Option<PositiveDuration> = opts
+        .idle_timeout
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(bad("--idle-timeout"))?;
     let method: HttpMethod = opts.method.parse().map_err(bad("--method"))?;
     let mut headers = std::collections::BTreeMap::new();
     for h in &opts.headers {
@@ -115,6 +123,7 @@ fn raw_from_flags(opts: &LoadOptions) -> Result<RawScenario, RunError> {
             timeout: Some(timeout),
             max_in_flight: Some(max_in_flight),
             keepalive: Some(opts.keepalive),
+            idle_timeout,
             send_quantum,
         },
         verdict: RawVerdict {

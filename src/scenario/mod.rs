@@ -211,6 +211,7 @@ impl Scenario {
                     .map(usize::from)
                     .unwrap_or(DEFAULT_MAX_IN_FLIGHT),
                 keepalive: raw.load.keepalive.unwrap_or(true),
+                idle_timeout: raw.load.idle_timeout.map(|t| t.0),
                 send_quantum: raw.load.send_quantum.map(|q| q.0),
             },
             cluster,

@@ -81,6 +81,10 @@ pub struct RawLoad {
     /// Reuse connections (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keepalive: Option<bool>,
+    /// Close a pooled keep-alive connection idle longer than this instead
+    /// of reusing it, like Go's `IdleConnTimeout` (default: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<PositiveDuration>,
     /// Send requests that are closer together than this in groups (default:
     /// 100us up to 20k req/s, 1ms above).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -51,6 +51,9 @@ pub(crate) struct App {
     /// `--idle-timeout`: a connection idle this long is closed, draining or
     /// not (see `conn.rs`).
     pub(crate) idle_timeout: Option<Duration>,
+    /// `--close-delay`: how late the app's close of an idle connection
+    /// reaches the client (see `conn.rs`).
+    pub(crate) close_delay: Duration,
     /// Reference point for the nanosecond timestamps below.
     epoch: Instant,
     pod_header: HeaderValue,
@@ -84,6 +87,7 @@ impl App {
         work: WorkTime,
         idle_grace: Duration,
         idle_timeout: Option<Duration>,
+        close_delay: Duration,
     ) -> Result<Self, ServeError> {
         let pod_header =
             HeaderValue::from_str(pod).map_err(|_| ServeError::BadPodName(pod.to_owned()))?;
@@ -98,6 +102,7 @@ impl App {
             http,
             idle_grace,
             idle_timeout,
+            close_delay,
             epoch: Instant::now(),
             pod_header,
             root_body: Bytes::from(format!("hello from {pod}\n")),
@@ -332,7 +337,15 @@ mod tests {
     #[test]
     fn rejects_pod_names_that_are_not_header_values() {
         let log = Logger::new("x");
-        let err = App::new("bad\nname", log, WorkTime::default(), Duration::ZERO, None).err();
+        let err = App::new(
+            "bad\nname",
+            log,
+            WorkTime::default(),
+            Duration::ZERO,
+            None,
+            Duration::ZERO,
+        )
+        .err();
         assert!(matches!(err, Some(ServeError::BadPodName(_))));
     }
 }

@@ -152,6 +152,13 @@ pub struct ServeConfig {
     /// nginx's `keepalive_timeout` or Go's `IdleTimeout`); `None` keeps idle
     /// connections open until the drain.
     pub idle_timeout: Option<Duration>,
+    /// How late the app's close of an idle keep-alive connection (idle
+    /// timeout, or the drain's idle grace) reaches the client: the app stops
+    /// serving it at once but sends its FIN only this much later, and
+    /// resets it (RST, no response byte) if a request arrives meanwhile.
+    /// Emulates a network's delay on loopback, where the FIN would arrive
+    /// within microseconds (see `conn.rs`). Zero: close at once.
+    pub close_delay: Duration,
     /// Hard cap on draining; connections still open then are cut.
     pub drain_timeout: Duration,
     /// `/healthz` answers 503 once SIGTERM has arrived.
@@ -180,6 +187,7 @@ impl Default for ServeConfig {
             on_sigterm: OnSigterm::Drain,
             idle_grace: Duration::from_secs(1),
             idle_timeout: None,
+            close_delay: Duration::ZERO,
             drain_timeout: Duration::from_secs(30),
             fail_readiness_on_sigterm: false,
             startup_delay: Duration::ZERO,

@@ -16,17 +16,32 @@
 //! of its last request, or from the accept): a server's keep-alive timeout,
 //! which a client reusing the connection can race with. A connection with
 //! a request in flight is never closed by it.
+//!
+//! `--close-delay` (zero by default) models the network between the app and
+//! its clients for these two closes of an idle connection. On a real path
+//! the server's FIN takes the one-way delay to reach the client, which
+//! meanwhile still sees an open connection and may write a request on it;
+//! that request reaches a socket the server has closed, whose kernel
+//! answers RST: the client loses it with no response byte. On loopback the
+//! FIN arrives within microseconds and the race all but never shows. With
+//! a delay D the app stops serving the connection when it decides to close
+//! it (hyper hands the socket back), keeps the socket open without reading
+//! for D, then closes it (FIN); if a request arrives within D the socket is
+//! closed with SO_LINGER 0 (RST) instead, as the kernel of a closed socket
+//! would answer it.
 
 use std::{
     future::poll_fn,
     net::SocketAddr,
-    pin::pin,
+    pin::Pin,
     sync::Arc,
     task::Poll,
     time::{Duration, Instant},
 };
 
-use hyper::service::service_fn;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{body::Incoming, server::conn::http1, service::HttpService, service::service_fn};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
@@ -49,7 +64,9 @@ pub(crate) async fn serve_connection(
         let state = state.clone();
         service_fn(move |req| handle(app.clone(), state.clone(), req))
     };
-    let mut conn = pin!(app.http.serve_connection(TokioIo::new(stream), service));
+    // Not pinned in place: an idle close with a delay takes the socket back
+    // (`into_parts`), which needs the connection by value.
+    let mut conn = app.http.serve_connection(TokioIo::new(stream), service);
 
     // Serving: poll hyper, learn about the drain with an atomic load, and
     // watch the idle timeout when there is one.
@@ -59,7 +76,7 @@ pub(crate) async fn serve_connection(
     let served = {
         let mut watch = DrainWatch::new(&app);
         poll_fn(|cx| {
-            if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+            if let Poll::Ready(result) = Pin::new(&mut conn).poll(cx) {
                 return Poll::Ready(Serving::Ended(result));
             }
             if watch.poll_started(cx) {
@@ -85,9 +102,13 @@ pub(crate) async fn serve_connection(
         Serving::Ended(result) => Some(CloseReason::from_result(result, state.sent_close())),
         Serving::Drain => None,
         Serving::IdleTimeout => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.as_mut().await;
-            Some(CloseReason::IdleTimeout)
+            // Moves the connection out: the drain loop below is skipped.
+            return finish(
+                &app,
+                peer,
+                open,
+                close_idle(conn, app.close_delay, CloseReason::IdleTimeout).await,
+            );
         }
     };
 
@@ -107,9 +128,7 @@ pub(crate) async fn serve_connection(
                 _ => (grace_at, CloseReason::IdleGrace),
             };
             if !state.is_busy() && close_at <= now {
-                conn.as_mut().graceful_shutdown();
-                let _ = conn.as_mut().await;
-                break why;
+                break close_idle(conn, app.close_delay, why).await;
             }
             // Busy: its response will close the connection; look again
             // after a grace in case the client keeps it open somehow.
@@ -119,14 +138,18 @@ pub(crate) async fn serve_connection(
                 close_at
             };
             tokio::select! {
-                result = conn.as_mut() => {
+                result = &mut conn => {
                     break CloseReason::from_result(result, state.sent_close());
                 }
                 () = tokio::time::sleep_until(wake_at.into()) => {}
             }
         },
     };
+    finish(&app, peer, open, reason);
+}
 
+/// Logs a close during the drain and releases the connection's count.
+fn finish(app: &App, peer: SocketAddr, open: OpenConnection, reason: CloseReason) {
     if app.is_draining() {
         let left = app
             .open_connections
@@ -139,6 +162,58 @@ pub(crate) async fn serve_connection(
         ));
     }
     drop(open);
+}
+
+/// Closes an idle connection for `why`: at once (hyper's graceful shutdown,
+/// a FIN) without a close delay; with one, as a FIN that reaches the client
+/// `delay` late (see the module docs): the socket is held open unread for
+/// `delay`, then closed, or reset as soon as a request arrives.
+async fn close_idle<S>(
+    mut conn: http1::Connection<TokioIo<TcpStream>, S>,
+    delay: Duration,
+    why: CloseReason,
+) -> CloseReason
+where
+    S: HttpService<Incoming, ResBody = Full<Bytes>>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    if delay.is_zero() {
+        Pin::new(&mut conn).graceful_shutdown();
+        let _ = conn.await;
+        return why;
+    }
+    let parts = conn.into_parts();
+    let stream = parts.io.into_inner();
+    if !parts.read_buf.is_empty() {
+        // Bytes of a request already read but not yet parsed.
+        return reset(stream);
+    }
+    let deadline = tokio::time::Instant::now() + delay;
+    let mut sink = [0u8; 512];
+    loop {
+        let readable = tokio::time::timeout_at(deadline, stream.readable()).await;
+        match readable {
+            // D passed without a request: the FIN leaves now.
+            Err(_) => return why,
+            Ok(Err(_)) => return why,
+            Ok(Ok(())) => {}
+        }
+        match stream.try_read(&mut sink) {
+            // The client closed first.
+            Ok(0) => return CloseReason::ByClient,
+            Ok(_) => return reset(stream),
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(err) => return CloseReason::Io(err),
+        }
+    }
+}
+
+/// Closes `stream` with a reset (SO_LINGER 0): a request reached it after
+/// the app had closed it.
+fn reset(stream: TcpStream) -> CloseReason {
+    let _ = stream.set_zero_linger();
+    drop(stream);
+    CloseReason::ResetWithinCloseDelay
 }
 
 /// How the serving phase of a connection ended.

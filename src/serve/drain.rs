@@ -94,6 +94,12 @@ pub(crate) enum CloseReason {
     ByClient,
     /// An I/O or protocol error ended it.
     Error(hyper::Error),
+    /// A socket error while the close was delayed (`--close-delay`).
+    Io(std::io::Error),
+    /// A request arrived while the app's close was delayed
+    /// (`--close-delay`): the connection was reset, as a closed socket's
+    /// kernel answers it.
+    ResetWithinCloseDelay,
 }
 
 impl CloseReason {
@@ -115,6 +121,10 @@ impl fmt::Display for CloseReason {
             CloseReason::AfterResponse => f.write_str("after a Connection: close response"),
             CloseReason::ByClient => f.write_str("by the client"),
             CloseReason::Error(err) => write!(f, "error: {err}"),
+            CloseReason::Io(err) => write!(f, "error: {err}"),
+            CloseReason::ResetWithinCloseDelay => {
+                f.write_str("reset: a request arrived within the close delay")
+            }
         }
     }
 }

@@ -10,7 +10,9 @@
 //!   requests, exit 0), *exit* at once (code 143, in-flight requests cut), or
 //!   *ignore* it.
 //! - `--idle-timeout`: close keep-alive connections that stayed idle that
-//!   long (never by default), so the client-side keep-alive race can happen.
+//!   long (never by default), so the client-side keep-alive race can happen;
+//!   `--close-delay` makes that close reach the client late, as across a
+//!   network, so the race shows on loopback too (see `conn.rs`).
 //! - Misbehaviour on demand: a startup delay before listening, readiness
 //!   that comes late or fails on SIGTERM, a "ready too early" period where
 //!   `/` fails, a crash after a while, and per-request work time.
@@ -78,6 +80,7 @@ pub fn run(config: ServeConfig) -> Result<u8, ServeError> {
         config.work,
         config.idle_grace,
         config.idle_timeout,
+        config.close_delay,
     )?);
     if config.dependency.is_some() {
         // Down until the first check answers.
@@ -85,13 +88,14 @@ pub fn run(config: ServeConfig) -> Result<u8, ServeError> {
             .store(false, std::sync::atomic::Ordering::Release);
     }
     logger.log(format_args!(
-        "starting (pid {}, listen {addr}, on-sigterm {}, work {}, idle grace {}, drain timeout {}{}{}{}{}{}{}{})",
+        "starting (pid {}, listen {addr}, on-sigterm {}, work {}, idle grace {}, drain timeout {}{}{}{}{}{}{}{}{})",
         std::process::id(),
         config.on_sigterm,
         config.work,
         humantime::format_duration(config.idle_grace),
         humantime::format_duration(config.drain_timeout),
         optional(", idle timeout ", config.idle_timeout.unwrap_or_default()),
+        optional(", close delay ", config.close_delay),
         optional(", startup delay ", config.startup_delay),
         optional(", ready delay ", config.ready_delay),
         optional(", broken for ", config.broken_for),

@@ -334,3 +334,29 @@ fn a_schedule_run_to_its_end_lasts_its_duration_and_one_finished_early_does_not(
         started.elapsed()
     );
 }
+
+/// The distinct connection ids of successful requests sent 250 ms apart to
+/// a demo app that keeps idle connections open, with a pool idle timeout.
+fn connections_used(idle_timeout: Option<Duration>) -> std::collections::BTreeSet<u64> {
+    let app = DemoApp::start(&[]);
+    let url = format!("http://{}/", app.addr);
+    let mut s = spec(4.0, Duration::from_millis(1500), Duration::from_secs(1));
+    s.idle_timeout = idle_timeout;
+    let (records, _) = run_load(&url, &s);
+    assert_eq!(records.len(), 6, "{records:?}");
+    assert!(
+        records.iter().all(|r| r.outcome == Outcome::Ok),
+        "{records:?}"
+    );
+    records.iter().filter_map(|r| r.conn).collect()
+}
+
+#[test]
+fn pool_idle_timeout_closes_connections_idle_longer_instead_of_reusing_them() {
+    // Idle 250 ms between requests, more than the 100 ms timeout: every
+    // request opens a new connection.
+    assert_eq!(connections_used(Some(Duration::from_millis(100))).len(), 6);
+    // Under the timeout, or without one, the one connection is reused.
+    assert_eq!(connections_used(Some(Duration::from_secs(1))).len(), 1);
+    assert_eq!(connections_used(None).len(), 1);
+}

@@ -185,6 +185,7 @@ pub fn spec(rate: f64, duration: Duration, timeout: Duration) -> LoadSpec {
         timeout,
         max_in_flight: 512,
         keepalive: true,
+        idle_timeout: None,
         send_quantum: None,
     }
 }

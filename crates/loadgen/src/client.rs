@@ -170,7 +170,12 @@ pub fn run(
         Err(e) => return failed_start(e),
     };
     let client = Rc::new(Client {
-        pool: Pool::new(params.addr, live.clone(), params.clock),
+        pool: Pool::new(
+            params.addr,
+            live.clone(),
+            params.clock,
+            params.spec.idle_timeout,
+        ),
         template: params.template,
         timeout: params.spec.timeout,
         clock: params.clock,

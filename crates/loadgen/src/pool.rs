@@ -10,6 +10,14 @@
 //! slow target, up to `max_in_flight`), instead of opening a connection for
 //! every request that arrives while the others are busy: at high rates that
 //! storm of connects would itself put the generator behind.
+//!
+//! With an idle timeout (`LoadSpec::idle_timeout`) a connection that sat in
+//! the idle stack longer than that is closed instead of reused, as Go's
+//! `Transport.IdleConnTimeout` and browsers do: a client whose idle timeout
+//! is shorter than the server's never sends on a connection the server is
+//! closing (the keep-alive race). The stack is ordered by the time each
+//! connection came back, so the expired ones are at its bottom and are
+//! dropped there at each checkout, and a checkout never takes one.
 
 use std::{
     cell::{Cell, RefCell},
@@ -17,6 +25,7 @@ use std::{
     net::SocketAddr,
     rc::Rc,
     sync::{Arc, atomic::Ordering},
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
@@ -44,6 +53,12 @@ pub struct Conn {
 
 type Waiter = oneshot::Sender<Result<Conn, ConnectError>>;
 
+/// A connection in the idle stack and when it came back.
+struct Idle {
+    conn: Conn,
+    since: Instant,
+}
+
 /// Most connects under way at once. Beyond it, waiters wait for the first
 /// connection to come free: a target that stalls for a moment (or accepts
 /// slowly) then gets a few more connections, not a storm of thousands that
@@ -58,20 +73,30 @@ pub struct Pool {
     /// Every connection opened, with its local address (the correlator joins
     /// them with the embedded proxy's records to learn which pod served them).
     opened: RefCell<Vec<ConnRecord>>,
-    idle: RefCell<Vec<Conn>>,
+    /// Oldest at the bottom, most recently returned on top.
+    idle: RefCell<Vec<Idle>>,
+    /// Close idle connections older than this instead of reusing them.
+    idle_timeout: Option<Duration>,
     waiters: RefCell<VecDeque<Waiter>>,
     connecting: Cell<usize>,
 }
 
 impl Pool {
-    /// An empty pool for connections to `addr`.
-    pub fn new(addr: SocketAddr, live: Arc<LiveCounters>, clock: RunClock) -> Rc<Self> {
+    /// An empty pool for connections to `addr`; with `idle_timeout`, idle
+    /// connections older than it are closed, not reused.
+    pub fn new(
+        addr: SocketAddr,
+        live: Arc<LiveCounters>,
+        clock: RunClock,
+        idle_timeout: Option<Duration>,
+    ) -> Rc<Self> {
         Rc::new(Pool {
             addr,
             live,
             clock,
             opened: RefCell::new(Vec::new()),
             idle: RefCell::new(Vec::new()),
+            idle_timeout,
             waiters: RefCell::new(VecDeque::new()),
             connecting: Cell::new(0),
         })
@@ -80,7 +105,7 @@ impl Pool {
     /// A connection ready for a request: an idle one, or the first to come free.
     pub async fn checkout(self: &Rc<Self>) -> Result<Conn, ConnectError> {
         loop {
-            let candidate = self.idle.borrow_mut().pop();
+            let candidate = self.pop_idle();
             let mut conn = match candidate {
                 Some(conn) => conn,
                 None => self.wait().await?,
@@ -91,6 +116,22 @@ impl Pool {
             // Closed by the server while idle (or just after its last
             // response): drop it and look again.
         }
+    }
+
+    /// The most recently returned idle connection, after closing (dropping)
+    /// those idle longer than the idle timeout.
+    fn pop_idle(&self) -> Option<Conn> {
+        let mut idle = self.idle.borrow_mut();
+        if let Some(timeout) = self.idle_timeout
+            && idle
+                .first()
+                .is_some_and(|oldest| oldest.since.elapsed() > timeout)
+        {
+            let now = Instant::now();
+            let expired = idle.partition_point(|c| now.duration_since(c.since) > timeout);
+            idle.drain(..expired);
+        }
+        idle.pop().map(|idle| idle.conn)
     }
 
     async fn wait(self: &Rc<Self>) -> Result<Conn, ConnectError> {
@@ -143,7 +184,7 @@ impl Pool {
             }
         }
         if let Ok(conn) = conn {
-            self.idle.borrow_mut().push(conn);
+            self.push_idle(conn);
         }
     }
 
@@ -158,9 +199,16 @@ impl Pool {
             .collect();
         for handle in pending {
             if let Ok(Ok(conn)) = handle.await {
-                self.idle.borrow_mut().push(conn);
+                self.push_idle(conn);
             }
         }
+    }
+
+    fn push_idle(&self, conn: Conn) {
+        self.idle.borrow_mut().push(Idle {
+            conn,
+            since: Instant::now(),
+        });
     }
 
     /// The connections opened so far (taken: the list starts empty again).

@@ -36,6 +36,12 @@ pub struct LoadSpec {
     pub max_in_flight: usize,
     /// Reuse connections (HTTP keep-alive).
     pub keepalive: bool,
+    /// Close a pooled keep-alive connection that stayed idle longer than
+    /// this instead of reusing it: a client's idle-connection timeout (Go's
+    /// `Transport.IdleConnTimeout`, a load balancer's idle timeout). Keeping
+    /// it below the server's keep-alive timeout avoids the keep-alive race.
+    /// `None`: reuse a connection however long it was idle.
+    pub idle_timeout: Option<std::time::Duration>,
     /// Requests closer together than this leave in groups, one group per
     /// tick of this length: each is at most this late, and the generator (and
     /// the target) wake once per group instead of once per request. Smaller is
@@ -101,6 +107,7 @@ mod tests {
             timeout: std::time::Duration::from_secs(1),
             max_in_flight: 1,
             keepalive: true,
+            idle_timeout: None,
             send_quantum: None,
         };
         assert_eq!(spec.send_quantum(), PRECISE_SEND_QUANTUM);
