@@ -618,26 +618,31 @@ fn keepalive_race_broken_fails_with_resets_on_reused_connections() {
             "the first request on its connection: {failed:?}"
         );
     }
-    // Today's correlator calls these resets `not_ready` (a Ready pod
-    // reset them); once the keepalive_race cause lands, the ignored test
-    // below asserts it instead.
-}
-
-/// The cause the keep-alive race should get. Un-ignore when the
-/// `keepalive_race` cause lands in crates/core.
-#[test]
-#[ignore = "needs the keepalive_race cause"]
-fn keepalive_race_broken_is_attributed_to_keepalive_race() {
-    let run = Run::of("keepalive-race-broken");
-    assert_eq!(run.code, 1, "must fail:\n{}", run.text);
-    let n = run.failed();
-    assert!(n > 0, "{}", run.text);
-    run.assert_all_explained();
+    // The cause: a race with the server's idle close, on the pod that
+    // served the connection; its evidence gives the idle time, its fix the
+    // idle timeouts.
     assert!(
         run.cause("keepalive_race") * 10 >= n * 9,
         "keepalive_race must dominate, got {}:\n{}",
         run.causes(),
         run.text
+    );
+    let group = run.summary["causes"]
+        .as_array()
+        .and_then(|g| g.iter().find(|g| g["cause"] == "keepalive_race"))
+        .expect("a keepalive_race group");
+    let evidence = group["evidence"].as_str().unwrap_or("");
+    assert!(
+        evidence.contains("on reused keep-alive connections to pod")
+            && evidence.contains("the pod kept running, Ready, with no exit and no termination"),
+        "{evidence}"
+    );
+    assert!(
+        group["fix"].as_str().is_some_and(
+            |f| f.starts_with("keep the server's keep-alive idle timeout above the client's")
+        ),
+        "{}",
+        group["fix"]
     );
 }
 
