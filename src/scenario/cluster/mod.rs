@@ -338,6 +338,23 @@ mod tests {
     }
 
     #[test]
+    fn propagation_allowance_is_measured_unless_set() {
+        let base = "[cluster]\nmode = \"embedded\"\nmanifests = [\"d.yaml\"]\n";
+        let measured = parse(base).expect("valid").cluster.expect("cluster");
+        assert_eq!(measured.propagation_allowance_us(), None);
+        let set = parse(&format!("{base}propagation_allowance = \"1500ms\"\n"))
+            .expect("valid")
+            .cluster
+            .expect("cluster");
+        assert_eq!(set.propagation_allowance_us(), Some(1_500_000));
+        let e = err(&format!("{base}propagation_allowance = \"2m\"\n"));
+        assert!(
+            e.contains("cluster.propagation_allowance") && e.contains("at most 60s"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn resolve_service_keeps_the_path() {
         let mut s = parse(
             "[target]\npath = \"/work?x=1\"\nservice = \"api\"\n[cluster]\nmode = \"embedded\"\nmanifests = [\"d.yaml\"]\n",
