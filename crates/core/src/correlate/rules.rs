@@ -67,6 +67,10 @@ struct Failure {
     kind: ErrorKind,
     /// A response head arrived before the failure.
     answered: bool,
+    /// The request got a connection (the generator records none when the
+    /// connect itself failed or timed out): only then can it have been in
+    /// flight on a pod.
+    connected: bool,
     /// The pod itself answered with a 5xx (its header, or an L7 backend 5xx).
     pod_5xx: bool,
     /// The L7 proxy's own failure reason.
@@ -87,6 +91,7 @@ impl Failure {
         Failure {
             kind,
             answered: r.status.is_some(),
+            connected: r.conn.is_some(),
             pod_5xx: kind == ErrorKind::Http5xx && (route.via == Via::Header || backend_5xx),
             l7,
             l4_no_endpoints,
@@ -409,9 +414,11 @@ impl<'f> Ctx<'f> {
 
     /// Time-window `killed_in_flight` when P is unknown: the request was in
     /// flight across some pod's termination exit and broke (reset or
-    /// timeout). The exit closest to the failure wins.
+    /// timeout). The exit closest to the failure wins. A request that never
+    /// got a connection (its connect timed out: the address was already
+    /// dead) was in flight nowhere.
     fn inferred_killed(&self, f: Failure, s: i64, e: i64) -> Option<&str> {
-        if !matches!(f.kind, ErrorKind::ConnectionReset | ErrorKind::Timeout) {
+        if !f.connected || !matches!(f.kind, ErrorKind::ConnectionReset | ErrorKind::Timeout) {
             return None;
         }
         let hi = self.exits.partition_point(|x| x.0 <= e + self.slack);

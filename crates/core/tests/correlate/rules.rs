@@ -185,8 +185,14 @@ fn l7_backend_gone_after_deletion_is_killed_in_flight() {
 fn external_reset_across_an_exit_is_killed_in_flight_on_that_pod() {
     let mut c = Case::new(ProxyMode::External);
     c.records
-        .push(rec(1, 9_900, 130, failed(ErrorKind::Timeout)));
+        .push(rec(1, 9_900, 130, failed(ErrorKind::Timeout)).on(9));
     assert_cause(&c.of(1), Cause::KilledInFlight, Some("old-1"));
+    // The same timeout without a connection: the connect itself went
+    // unanswered, so it was in flight on no pod; old-1 had not exited
+    // when it was sent, so no lag of old-1 either.
+    c.records
+        .push(rec(2, 9_900, 130, failed(ErrorKind::Timeout)));
+    assert_ne!(c.of(2).cause, Cause::KilledInFlight);
 }
 
 // ---- not_ready: a Ready pod that could not serve
@@ -640,7 +646,7 @@ fn an_exit_known_to_the_second_is_an_interval() {
     t.sort();
     let mut c = Case::new(ProxyMode::External);
     c.records
-        .push(rec(1, 10_300, 50, failed(ErrorKind::ConnectionReset)));
+        .push(rec(1, 10_300, 50, failed(ErrorKind::ConnectionReset)).on(3));
     let input = c.input(&t);
     let a = correlate::attribute(&input);
     assert_eq!(
