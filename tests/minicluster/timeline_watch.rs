@@ -455,11 +455,19 @@ async fn termination_start_and_scale_show_in_order_on_the_timeline() {
     let slept = sigterm.when_us() - pre_stop.when_us();
     assert!(slept >= 950_000, "preStop slept {slept} µs");
     // The Killing Event lets a real cluster's run infer the preStop start,
-    // at its observation (no microsecond stamp: a legacy Event).
+    // at its observation (no microsecond stamp: a legacy Event), within the
+    // second of its lastTimestamp, which holds the true moment.
     let inferred = at("PreStopStarted (inferred)", &|e| {
         e.source == EventSource::Event && e.kind == LifecycleKind::PreStopStarted
     });
-    assert!(inferred.server_us.is_none() && inferred.when_us() >= pre_stop.when_us());
+    assert_eq!(inferred.server_precision_us, Some(1_000_000));
+    assert!(inferred.when_us() >= pre_stop.when_us());
+    let (lo, hi) = inferred.window();
+    assert!(
+        lo <= pre_stop.when_us() && pre_stop.when_us() <= hi,
+        "the exact preStop start {} lies in the Event's window {lo}..{hi}",
+        pre_stop.when_us()
+    );
     let exit_exact = exit_event.when_us();
     let exit_status = exit_pod.at_us as i64;
     assert!(
