@@ -92,7 +92,11 @@ pub(super) fn finish(
             };
             let mut summary = Summary::build(facts, &aggregate, &scenario.limits);
             summary.causes = correlation.groups(&[]);
-            summary.propagation = Some(PropagationStats::new(correlation.propagation()));
+            let mut propagation = PropagationStats::new(correlation.propagation());
+            if proxy_mode == rolltest_core::model::ProxyMode::External {
+                propagation = propagation.with_allowance(correlation.allowance());
+            }
+            summary.propagation = Some(propagation);
             summary.retries = RetryStats::for_run(proxy_mode, records);
             let failures = failure_points(records);
             let retried: Vec<report::RetriedPoint> = records

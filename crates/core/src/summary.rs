@@ -411,6 +411,13 @@ pub struct PropagationStats {
     /// Median of the same, ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub median_ms: Option<f64>,
+    /// A real cluster's: how long after an EndpointSlice update the node
+    /// proxies were allowed to route to the removed endpoint, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowance_ms: Option<f64>,
+    /// Where `allowance_ms` came from: `scenario`, `measured` or `default`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowance_source: Option<String>,
 }
 
 impl PropagationStats {
@@ -423,7 +430,24 @@ impl PropagationStats {
             max_ms: totals.last().copied(),
             median_ms,
             pods,
+            allowance_ms: None,
+            allowance_source: None,
         }
+    }
+
+    /// With the allowance a real cluster's run used.
+    pub fn with_allowance(mut self, allowance: crate::correlate::Allowance) -> Self {
+        use crate::correlate::AllowanceSource;
+        self.allowance_ms = Some(allowance.us as f64 / 1e3);
+        self.allowance_source = Some(
+            match allowance.source {
+                AllowanceSource::Scenario => "scenario",
+                AllowanceSource::Measured => "measured",
+                AllowanceSource::Default => "default",
+            }
+            .to_owned(),
+        );
+        self
     }
 }
 
@@ -844,5 +868,25 @@ mod tests {
         assert_eq!(latency_bucket_width(10_000_000), 100_000);
         assert_eq!(latency_bucket_width(40_000_000), 100_000);
         assert_eq!(latency_bucket_width(600_000_000), 1_500_000);
+    }
+
+    #[test]
+    fn propagation_carries_a_real_clusters_allowance_and_its_source() {
+        use crate::correlate::{Allowance, AllowanceSource};
+        let p = PropagationStats::new(Vec::new());
+        assert_eq!(
+            (p.allowance_ms, p.allowance_source.as_deref()),
+            (None, None)
+        );
+        let json = serde_json::to_value(&p).expect("json");
+        assert!(json.get("allowance_ms").is_none(), "{json}");
+        let p = p.with_allowance(Allowance {
+            us: 1_250_000,
+            source: AllowanceSource::Measured,
+        });
+        assert_eq!(
+            (p.allowance_ms, p.allowance_source.as_deref()),
+            (Some(1250.0), Some("measured"))
+        );
     }
 }

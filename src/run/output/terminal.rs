@@ -86,6 +86,11 @@ fn print_summary(s: &Summary, dir: &Path) {
             p.pods.len()
         );
     }
+    if let Some(p) = &s.propagation
+        && let (Some(ms), Some(source)) = (p.allowance_ms, p.allowance_source.as_deref())
+    {
+        println!("  node proxies allowed {ms:.0} ms after each EndpointSlice update ({source})");
+    }
     if let Some(r) = &s.retries {
         println!("  ingress retries: {}", r.sentence());
     }
