@@ -351,6 +351,31 @@ impl Raw {
             .filter(|e| e.0.hi < from)
             .map(|e| (e.0, e.1))
             .collect();
+        // Seconds timestamps can reach back before the deletion they follow
+        // (the exit's finishedAt second began earlier): no step of the
+        // termination precedes the deletion, and the exit none of the steps.
+        if !exact {
+            let floor = |w: &mut Window, t: i64| w.lo = w.lo.max(t).min(w.hi);
+            for w in [
+                &mut p.sigterm,
+                &mut p.sigkill,
+                &mut p.prestop.0,
+                &mut p.prestop.1,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                floor(w, d);
+            }
+            let after = [p.sigterm, p.prestop.0, p.prestop.1, p.sigkill]
+                .into_iter()
+                .flatten()
+                .map(|w| w.lo)
+                .fold(d, i64::max);
+            if let Some(e) = &mut p.exit {
+                floor(&mut e.0, after);
+            }
+        }
         // A real kubelet publishes no SIGTERM after a preStop hook: it comes
         // when the hook ends (FailedPreStopHook says when it failed), and
         // before the exit; no earlier than the deletion either way.
@@ -537,10 +562,11 @@ mod tests {
         };
         let f = Facts::build(&timeline, 0);
         let p = f.pod("api-1").expect("pod");
+        // Its second began before the deletion, which it follows.
         assert_eq!(
             p.prestop.0,
             Some(Window {
-                lo: 4 * s,
+                lo: 4 * s + 20_000,
                 hi: 4 * s + 30_000
             })
         );
@@ -560,6 +586,25 @@ mod tests {
             })
         );
         assert!(!p.sigterm.expect("sigterm").exact());
+
+        // finishedAt 4 s for an exit seen at 4.5 s, after a deletion seen at
+        // 4.02 s: the exit's window starts at the deletion, not before it.
+        let mut early = timeline.clone();
+        for e in &mut early.events {
+            if matches!(e.kind, LifecycleKind::ContainerExited { .. }) {
+                e.at_us = 4_500_000;
+                e.server_us = Some(4 * s);
+            }
+        }
+        let f = Facts::build(&early, 0);
+        let p = f.pod("api-1").expect("pod");
+        assert_eq!(
+            p.exit.map(|e| e.0),
+            Some(Window {
+                lo: 4 * s + 20_000,
+                hi: 4 * s + 500_000
+            })
+        );
     }
 
     #[test]

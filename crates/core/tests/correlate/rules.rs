@@ -629,7 +629,7 @@ fn a_run_with_nothing_to_measure_keeps_the_default_allowance() {
 // ---- intervals: a real cluster's seconds
 
 /// old-1's exit known only as `finishedAt: 10 s` (seen at 10.9 s, after the
-/// kubelet's relist): the exit lies in [10 s, 10.9 s]. A reset of a request
+/// kubelet's relist): the exit lies in [10.01 s (its SIGTERM), 10.9 s]. A reset of a request
 /// on it between 10.3 s and 10.35 s was in flight when it may have exited:
 /// killed_in_flight, and the evidence says "between".
 #[test]
@@ -657,7 +657,7 @@ fn an_exit_known_to_the_second_is_an_interval() {
     assert!(
         groups[0]
             .evidence
-            .contains("exited between 10.00 s and 10.90 s (exit code 0)")
+            .contains("exited between 10.01 s and 10.90 s (exit code 0)")
             && !groups[0].evidence.contains("ms after SIGTERM"),
         "{}",
         groups[0].evidence
