@@ -127,6 +127,14 @@ cmd_run() { # side out [kubeconfig context]
             fi
             run_side embedded "$file" "$out/$NAME"
         else
+            # An embedded cluster's proxy on 127.0.0.1:30080 (another run on
+            # this machine) would have its traffic taken by the NodePort's rules.
+            local waited=0
+            while ss -Hltn 'sport = :30080' 2>/dev/null | grep -q . && ((waited < 120)); do
+                ((waited == 0)) && echo "== differential $NAME (real): something listens on 127.0.0.1:30080; waiting up to 120 s"
+                sleep 2
+                waited=$((waited + 2))
+            done
             run_side real "$file" "$out/$NAME" --kubeconfig "$kubeconfig" --context "$context"
         fi
     done
