@@ -24,7 +24,8 @@
 # cause), and each side's exit code the one the scenario documents. Printed,
 # not asserted: failures per cause and per error kind, the measured endpoint
 # propagation (summary.json `propagation`) and termination timings (from
-# timeline.json: deletion -> SIGTERM, -> container exit, -> pod gone).
+# timeline.json: deletion -> preStop or SIGTERM, -> SIGTERM, -> container
+# exit, -> pod gone).
 #
 # Environment: ROLLTEST (the binary; default target/release/rolltest, else
 # target/debug/rolltest), DIFFERENTIAL_ONLY (space-separated pair names to
@@ -212,7 +213,7 @@ def termination(path):
         pod = e.get("pod")
         if pod:
             by_pod.setdefault(pod, []).append(e)
-    spans = {"term": [], "exit": [], "gone": []}
+    spans = {"kill": [], "term": [], "exit": [], "gone": []}
     for pod, evs in by_pod.items():
         dele = [e["at_us"] for e in evs if e.get("event") == "deletion_requested"]
         if not dele:
@@ -221,12 +222,17 @@ def termination(path):
 
         def first(pred):
             # The kubelet's exact record (embedded) first, else what the API showed.
-            exact = [e["at_us"] for e in evs if pred(e) and e.get("source") == "kubelet" and e["at_us"] >= d0]
-            seen = [e["at_us"] for e in evs if pred(e) and e["at_us"] >= d0]
+            # The embedded kubelet's record can arrive a few ms before the
+            # watch shows the deletion: allow a second before it.
+            exact = [e["at_us"] for e in evs if pred(e) and e.get("source") == "kubelet" and e["at_us"] >= d0 - 1e6]
+            seen = [e["at_us"] for e in evs if pred(e) and e["at_us"] >= d0 - 1e6]
             t = exact or seen
             return min(t) if t else None
 
         for key, pred in (
+            # The kubelet starts stopping the container: preStop if any, else SIGTERM
+            # (a real kubelet's `Killing` event, the embedded kubelet's record).
+            ("kill", lambda e: e.get("event") in ("pre_stop_started", "sigterm_sent")),
             ("term", lambda e: e.get("event") == "sigterm_sent"),
             ("exit", lambda e: e.get("event") == "container_exited"),
             ("gone", lambda e: e.get("event") == "pod_deleted"),
@@ -252,7 +258,7 @@ def fmt_counts(c):
 
 
 hdr = ("pair", "side", "exit", "verdict", "failed", "dominant", "unexpl", "unattr",
-       "prop med/max ms (pods)", "del->TERM s", "del->exit s", "del->gone s", "secs")
+       "prop med/max ms (pods)", "del->stop s", "del->TERM s", "del->exit s", "del->gone s", "secs")
 rows = []
 skipped = []
 details = []
@@ -281,7 +287,7 @@ for name, emb_file, real_file, want in pairs:
         rows.append((label, side, str(r["rc"]), r["verdict"], str(r["failed"]), r["dominant"],
                      str(r["unexplained"]), str(r["unattributed"]),
                      f"{ms(r['prop'][0])}/{ms(r['prop'][1])} ({r['prop'][2]})",
-                     span(t.get("term")), span(t.get("exit")), span(t.get("gone")),
+                     span(t.get("kill")), span(t.get("term")), span(t.get("exit")), span(t.get("gone")),
                      str(r["secs"] or "-")))
         details.append(f"  {name:<22} {side:<8} causes: {fmt_counts(r['causes'])}; kinds: {fmt_counts(r['kinds'])}")
     e, r = sides["embedded"], sides["real"]
@@ -316,7 +322,8 @@ print("failures per cause and per error kind:")
 for d in details:
     print(d)
 print("(prop: deletion -> proxy applied on the embedded cluster, deletion -> EndpointSlice on a real one;"
-      " termination spans are median/max over the deleted pods)")
+      " termination spans are median/max over the deleted pods: deletion -> the kubelet starts stopping"
+      " the container (preStop, else SIGTERM), -> SIGTERM, -> container exit, -> pod gone)")
 with open(os.path.join(out, "assertions.tsv"), "w") as f:
     for status, what, detail in asserts:
         f.write(f"{status}\t{what}\t{detail}\n")
