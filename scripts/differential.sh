@@ -250,7 +250,8 @@ def ms(v):
 def span(v):
     if not v:
         return "-"
-    return f"{statistics.median(v) / 1000:.1f}/{max(v) / 1000:.1f}"
+    r = lambda x: round(x / 1000, 1) + 0.0  # no "-0.0"
+    return f"{r(statistics.median(v)):.1f}/{r(max(v)):.1f}"
 
 
 def fmt_counts(c):
