@@ -5,6 +5,13 @@
 # asserts their verdicts, then stops the cluster and asserts that nothing of
 # the run is left on the machine. Also the faults: a second `up`, a component
 # that dies, `up` killed with SIGKILL and then `down`, no root, no Go.
+# The kind scenarios run as the real side of the differential test
+# (scripts/differential.sh): each pair of scenarios/differential/README.md
+# runs on the embedded cluster (before `up`: its proxy takes 127.0.0.1:30080)
+# and on the real one; the table is printed side by side and the same verdict,
+# the same dominant cause, 0 unexplained and every real failure attributed are
+# asserted (DIFFERENTIAL_OUT: where the run directories go, default under
+# the work directory; DIFFERENTIAL_ONLY: some pairs only).
 #
 #     scripts/test-real-cluster.sh          (as root; installs the Debian packages it needs)
 #
@@ -159,6 +166,15 @@ echo "build: $(elapsed "$t")"
 BEFORE_STATE="$(host_state)"
 BEFORE_NETNS="$(netns_count)"
 
+# ---- the differential test, embedded side -----------------------------------------
+# Before any real cluster is up: the embedded proxy listens on 127.0.0.1:30080,
+# where kube-proxy's NodePort rules would take the traffic.
+DIFF_OUT="${DIFFERENTIAL_OUT:-$WORK/differential}"
+log "differential: each pair's embedded side (scripts/differential.sh embedded)"
+t=$(date +%s)
+ROLLTEST="$ROLLTEST" scripts/differential.sh embedded "$DIFF_OUT"
+echo "embedded side: $(elapsed "$t")"
+
 # ---- bad input -----------------------------------------------------------------
 log "bad input"
 out="$(setpriv --reuid=65534 --regid=65534 --clear-groups "$REALK8S" up 2>&1)"
@@ -274,24 +290,29 @@ causes() { # run dir
 }
 failed_requests() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["requests"]["failed"])' "$1/summary.json" 2>/dev/null; }
 
-run_scenario() { # scenario expected-exit
-    local s="$1" want="$2" name out rc
-    name="$(basename "$s" .toml)"
-    out="$WORK/runs/$name"
-    log "rolltest run $s --kubeconfig ... --context realk8s (expect exit $want)"
-    "$ROLLTEST" run "$s" --kubeconfig "$KUBECONFIG_FILE" --context realk8s --out "$out" --quiet 2>&1 | sed 's/^/    /'
-    rc=${PIPESTATUS[0]}
-    echo "exit $rc; $(causes "$out")"
-    RESULTS+=("$name: exit $rc; $(causes "$out")")
-    if [[ $rc == "$want" ]]; then pass "$name: exit $rc"; else fail "$name: exit $want expected, got $rc"; fi
-}
+# The kind scenarios (and the differential's own) on this cluster, each pair's
+# real side; then the comparison with the embedded side run before `up`.
+log "differential: each pair's real side (rolltest run ... --kubeconfig ... --context realk8s)"
+t=$(date +%s)
+ROLLTEST="$ROLLTEST" scripts/differential.sh real "$DIFF_OUT" "$KUBECONFIG_FILE" realk8s
+echo "real side: $(elapsed "$t")"
 RESULTS=()
-mkdir -p "$WORK/runs"
-run_scenario scenarios/kind/naive.toml 1
-run_scenario scenarios/kind/fixed.toml 0
-[[ "$(failed_requests "$WORK/runs/fixed")" == 0 ]] && pass "fixed: no failed request" || fail "fixed: no failed request"
-run_scenario scenarios/kind/drain-no-pdb.toml 1
-run_scenario scenarios/kind/drain-pdb.toml 0
+for d in "$DIFF_OUT"/*/; do
+    name="$(basename "$d")"
+    [[ -f $d/real.rc ]] && RESULTS+=("$name: exit $(cat "$d/real.rc"); $(causes "$d/real")")
+done
+if [[ -f $DIFF_OUT/fixed/real.rc ]]; then
+    [[ "$(failed_requests "$DIFF_OUT/fixed/real")" == 0 ]] && pass "kind/fixed: no failed request" || fail "kind/fixed: no failed request"
+fi
+log "differential: embedded vs real (run directories in $DIFF_OUT)"
+scripts/differential.sh table "$DIFF_OUT"
+if [[ -f $DIFF_OUT/assertions.tsv ]]; then
+    while IFS=$'\t' read -r status what detail; do
+        if [[ $status == ok ]]; then pass "$what"; else fail "$what" "$detail"; fi
+    done <"$DIFF_OUT/assertions.tsv"
+else
+    fail "differential: the comparison ran"
+fi
 
 # ---- stop: Ctrl-C ----------------------------------------------------------------
 log "Ctrl-C (SIGINT) to up"
