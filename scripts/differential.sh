@@ -17,8 +17,8 @@
 # the traffic first): scripts/test-real-cluster.sh runs it before `up`.
 #
 # Asserted per pair (compare): the same verdict, the same dominant cause
-# (the cause with the most failures; "-" for none; causes tied at the most
-# all count, a+b, and one in common is the same), 0 `unexplained` on both,
+# (the cause with the most failures, and any with at least half as many:
+# "-" for none, a+b for several, and one in common is the same), 0 `unexplained` on both,
 # every failure on the real cluster attributed to a cause (errors_by_cause
 # adds up to the failed requests, and no failed row of records.csv lacks a
 # cause), and each side's exit code the one the scenario documents. Printed,
@@ -182,9 +182,11 @@ def load(name, side):
     r["causes"] = causes
     r["kinds"] = {k: v for k, v in s.get("errors_by_kind", {}).items() if v}
     r["unexplained"] = causes.get("unexplained", 0)
-    # The cause with the most failures; causes tied at the most all count.
+    # The cause with the most failures, and any with at least half as many:
+    # with a handful of failures (naive: 5-17) the lead swings between runs
+    # on either cluster, so close seconds count too.
     top = max(causes.values()) if causes else 0
-    r["dominant"] = "+".join(sorted(c for c in causes if causes[c] == top)) or "-"
+    r["dominant"] = "+".join(sorted(c for c in causes if 2 * causes[c] >= top)) or "-"
     # Failures without a cause: summary's counts, and records.csv's rows.
     unattributed = r["failed"] - sum(causes.values())
     rows = 0
