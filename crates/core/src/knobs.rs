@@ -115,21 +115,42 @@ pub mod fix {
         )
     }
 
+    /// How long the preStop hooks ran, as far as a run can tell.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum PreStop {
+        /// Measured (µs): the embedded kubelet's record, or a hook whose end
+        /// an Event told (`FailedPreStopHook`).
+        Measured(i64),
+        /// At most this long (µs): a real kubelet publishes the hook's start
+        /// (its `Killing` Event) but not its end, so the start to the exit
+        /// bounds it (drain included).
+        AtMost(i64),
+    }
+
     /// The grace period: ≥ preStop + drain + 1 s, where the drain must
     /// outlast the slowest request the app serves (`drain_us`).
-    fn grace(pre_stop_us: i64, drain_us: i64) -> String {
+    fn grace(pre_stop: PreStop, drain_us: i64) -> String {
+        let (pre_stop_us, how) = match pre_stop {
+            PreStop::Measured(us) => (us, format!("measured {}", secs(us))),
+            PreStop::AtMost(us) => (
+                us,
+                format!(
+                    "at most {}, from the Killing event to the exit: a real kubelet does not publish the hook's end",
+                    secs(us)
+                ),
+            ),
+        };
         format!(
-            "terminationGracePeriodSeconds ≥ {} s covers preStop (measured {}) + drain (the slowest request took {}) + 1 s",
+            "terminationGracePeriodSeconds ≥ {} s covers preStop ({how}) + drain (the slowest request took {}) + 1 s",
             whole_seconds(pre_stop_us + drain_us + 1_000_000),
-            secs(pre_stop_us),
             secs(drain_us)
         )
     }
 
     /// killed_in_flight: the grace period and the app's drain on SIGTERM;
     /// `sigkilled` when the grace period ran out.
-    pub fn grace_and_drain(sigkilled: bool, pre_stop_us: i64, drain_us: i64) -> String {
-        let sizing = grace(pre_stop_us, drain_us);
+    pub fn grace_and_drain(sigkilled: bool, pre_stop: PreStop, drain_us: i64) -> String {
+        let sizing = grace(pre_stop, drain_us);
         if sigkilled {
             format!(
                 "the grace period ran out and SIGKILL cut the requests: {sizing}; drain on SIGTERM (finish in-flight requests, close keep-alive connections after their response)"
@@ -238,6 +259,13 @@ mod tests {
         assert_eq!(fix::pre_stop_seconds(1_600_000), 3);
         assert!(fix::pre_stop(1_490_000).starts_with("preStop sleep ≥ 2 s "));
         assert!(fix::pre_stop_external(1_000_000, 2_000_000).starts_with("preStop sleep ≥ 4 s "));
-        assert!(fix::grace_and_drain(true, 3_000_000, 200_000).contains("≥ 5 s covers"));
+        assert!(
+            fix::grace_and_drain(true, fix::PreStop::Measured(3_000_000), 200_000)
+                .contains("≥ 5 s covers preStop (measured 3.00 s)")
+        );
+        assert!(
+            fix::grace_and_drain(false, fix::PreStop::AtMost(3_400_000), 200_000)
+                .contains("≥ 5 s covers preStop (at most 3.40 s, from the Killing event")
+        );
     }
 }

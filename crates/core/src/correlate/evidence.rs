@@ -290,14 +290,25 @@ impl Evidence<'_> {
 
         // Grace ≥ preStop + drain + 1 s: the drain must outlast the slowest
         // request the app serves (the longest ok or failed latency seen).
-        let prestop = self
+        // The hooks' length where known; on a real cluster only their start
+        // is published, and start → exit bounds them.
+        let measured = self
             .facts
             .pods
             .iter()
             .filter_map(|q| Some(q.prestop.1?.hi - q.prestop.0?.lo))
-            .max()
-            .unwrap_or(0)
-            .max(0);
+            .max();
+        let bound = self
+            .facts
+            .pods
+            .iter()
+            .filter_map(|q| Some(q.gone()?.lo - q.prestop.0?.hi))
+            .max();
+        let prestop = match (measured, bound) {
+            (Some(us), _) => fix::PreStop::Measured(us.max(0)),
+            (None, Some(us)) => fix::PreStop::AtMost(us.max(0)),
+            (None, None) => fix::PreStop::Measured(0),
+        };
         let drain = recs
             .iter()
             .filter_map(|r| r.latency_us)

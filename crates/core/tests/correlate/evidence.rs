@@ -366,3 +366,46 @@ fn the_not_ready_fix_follows_what_happened_to_the_pod() {
         "{plain}"
     );
 }
+
+/// A real kubelet publishes a preStop hook's start (its Killing event) but
+/// not its end: the grace advice bounds the hook by start → exit instead of
+/// calling it 0 s.
+#[test]
+fn the_grace_fix_bounds_a_prestop_whose_end_is_not_published() {
+    let mut t = timeline();
+    t.events.extend([
+        ev(0, "hook-1", LifecycleKind::PodReady),
+        ev(
+            40_000,
+            "hook-1",
+            LifecycleKind::DeletionRequested { grace_seconds: 30 },
+        ),
+        ev(40_010, "hook-1", LifecycleKind::PreStopStarted),
+        ev(43_100, "hook-1", exited(0)),
+    ]);
+    t.sort();
+    let mut c = Case::new(ProxyMode::External);
+    c.records
+        .push(rec(1, 39_000, 2, Outcome::Ok).on(4).pod("hook-1"));
+    c.records
+        .push(rec(2, 43_000, 200, failed(ErrorKind::ConnectionReset)).on(4));
+    let groups = correlate::groups(&c.input(&t), &[]);
+    let killed = groups
+        .iter()
+        .find(|g| g.cause == Cause::KilledInFlight)
+        .expect("killed_in_flight");
+    assert!(
+        killed
+            .evidence
+            .contains("SIGTERM between 40.01 s and 43.10 s"),
+        "{}",
+        killed.evidence
+    );
+    assert!(
+        killed.fix.contains(
+            "terminationGracePeriodSeconds ≥ 5 s covers preStop (at most 3.09 s, from the Killing event to the exit"
+        ),
+        "{}",
+        killed.fix
+    );
+}
