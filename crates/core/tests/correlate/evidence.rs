@@ -372,18 +372,7 @@ fn the_not_ready_fix_follows_what_happened_to_the_pod() {
 /// calling it 0 s.
 #[test]
 fn the_grace_fix_bounds_a_prestop_whose_end_is_not_published() {
-    let mut t = timeline();
-    t.events.extend([
-        ev(0, "hook-1", LifecycleKind::PodReady),
-        ev(
-            40_000,
-            "hook-1",
-            LifecycleKind::DeletionRequested { grace_seconds: 30 },
-        ),
-        ev(40_010, "hook-1", LifecycleKind::PreStopStarted),
-        ev(43_100, "hook-1", exited(0)),
-    ]);
-    t.sort();
+    let t = with_terminating("hook-1", LifecycleKind::PreStopStarted, 43_100);
     let mut c = Case::new(ProxyMode::External);
     c.records
         .push(rec(1, 39_000, 2, Outcome::Ok).on(4).pod("hook-1"));

@@ -150,6 +150,25 @@ fn timeline() -> Timeline {
     Timeline { events }
 }
 
+/// The fixture with one more pod, `name`: Ready from the start, deleted at
+/// 40 s, `step` (its preStop start or SIGTERM) at 40.01 s, exited at
+/// `exit_ms`.
+fn with_terminating(name: &str, step: LifecycleKind, exit_ms: u64) -> Timeline {
+    let mut t = timeline();
+    t.events.extend([
+        ev(0, name, LifecycleKind::PodReady),
+        ev(
+            40_000,
+            name,
+            LifecycleKind::DeletionRequested { grace_seconds: 30 },
+        ),
+        ev(40_010, name, step),
+        ev(exit_ms, name, exited(0)),
+    ]);
+    t.sort();
+    t
+}
+
 fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }

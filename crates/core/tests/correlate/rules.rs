@@ -454,18 +454,7 @@ fn a_reset_on_a_reused_connection_when_the_pod_crashed_is_not_a_race() {
 /// has exited, a request on its pinned connection is killed_in_flight.
 #[test]
 fn reused_connection_reset_while_the_pod_drains_is_keepalive_race() {
-    let mut t = timeline();
-    t.events.extend([
-        ev(0, "drain-1", LifecycleKind::PodReady),
-        ev(
-            40_000,
-            "drain-1",
-            LifecycleKind::DeletionRequested { grace_seconds: 30 },
-        ),
-        ev(40_010, "drain-1", LifecycleKind::SigtermSent),
-        ev(45_000, "drain-1", exited(0)),
-    ]);
-    t.sort();
+    let t = with_terminating("drain-1", LifecycleKind::SigtermSent, 45_000);
     let mut c = Case::new(ProxyMode::External);
     c.records
         .push(rec(1, 39_000, 2, Outcome::Ok).on(4).pod("drain-1"));
