@@ -109,6 +109,15 @@ run_side() { # side file out-dir extra-args...
     echo "    exit $rc in $(cat "$dir/$side.secs") s"
 }
 
+late_alone() { # rc-file summary.json -> true when exit 4 on schedule lag alone
+    [[ $(cat "$1" 2>/dev/null) == 4 ]] || return 1
+    python3 - "$2" <<'PY' 2>/dev/null
+import json, sys
+reasons = json.load(open(sys.argv[1])).get("inconclusive_reasons") or []
+sys.exit(0 if reasons and all("schedule lag" in r for r in reasons) else 1)
+PY
+}
+
 nodeport_taken() {
     # kube-proxy's rules for a NodePort 30080 Service, or a listener on it.
     iptables-save -t nat 2>/dev/null | grep -q -- '--dport 30080' && return 0
@@ -141,6 +150,15 @@ cmd_run() { # side out [kubeconfig context]
                 continue
             fi
             run_side embedded "$file" "$out/$NAME"
+            # Inconclusive only because the machine held the generator back
+            # (schedule lag over its limit while something else used the
+            # cores): such a run proves nothing; at most two more.
+            local again=0
+            while ((again < 2)) && late_alone "$out/$NAME/embedded.rc" "$out/$NAME/embedded/summary.json"; do
+                echo "== differential $NAME (embedded): inconclusive on schedule lag alone; once more"
+                again=$((again + 1))
+                run_side embedded "$file" "$out/$NAME"
+            done
         else
             # An embedded cluster's proxy on 127.0.0.1:30080 (another run on
             # this machine) would have its traffic taken by the NodePort's rules.

@@ -32,26 +32,21 @@ struct Run {
 
 impl Run {
     /// `rolltest run scenarios/embedded/NAME.toml --out TMP --quiet`, run
-    /// again once if the verdict was inconclusive only because the machine
-    /// held the generator back (schedule lag over its limit: another build
-    /// on the 2 cores): such a run proves nothing either way.
+    /// again (at most `common::TIMELY_ATTEMPTS` times in all) while the
+    /// verdict is inconclusive only because the machine held the generator
+    /// back (schedule lag over its limit: another build on the 2 cores):
+    /// such a run proves nothing either way.
     fn of(name: &str) -> Run {
-        let run = Run::once(name);
-        let reasons = run.summary["inconclusive_reasons"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        let only_late = run.code == 4
-            && !reasons.is_empty()
-            && reasons
-                .iter()
-                .all(|r| r.as_str().is_some_and(|r| r.contains("schedule lag")));
-        if only_late {
+        let mut run = Run::once(name);
+        for _ in 1..common::TIMELY_ATTEMPTS {
+            if !common::inconclusive_on_lag_alone(run.code, &run.summary) {
+                break;
+            }
             eprintln!(
                 "{name}: inconclusive on schedule lag alone, once more:\n{}",
                 run.text
             );
-            return Run::once(name);
+            run = Run::once(name);
         }
         run
     }

@@ -22,8 +22,28 @@ fn repo() -> PathBuf {
 }
 
 /// Runs `rolltest run SCENARIO --out DIR --quiet`; returns the exit code,
-/// the summary and the combined output.
+/// the summary and the combined output. A run inconclusive only on schedule
+/// lag (the machine held the generator back) proves nothing about the
+/// rollout: it runs again into a fresh DIR, at most
+/// `common::TIMELY_ATTEMPTS` times in all.
 fn run(scenario: &Path, out: &Path) -> (i32, Value, String) {
+    let mut attempt = 1;
+    loop {
+        let (code, summary, text) = run_once(scenario, out);
+        if attempt == common::TIMELY_ATTEMPTS || !common::inconclusive_on_lag_alone(code, &summary)
+        {
+            return (code, summary, text);
+        }
+        eprintln!(
+            "{}: inconclusive on schedule lag alone, once more:\n{text}",
+            scenario.display()
+        );
+        std::fs::remove_dir_all(out).expect("remove the late run");
+        attempt += 1;
+    }
+}
+
+fn run_once(scenario: &Path, out: &Path) -> (i32, Value, String) {
     let output = Command::new(common::bin())
         .arg("run")
         .arg(scenario)
@@ -675,8 +695,12 @@ fn kubectl_flags_choose_the_cluster_context_and_namespace() {
         } else {
             ""
         };
+        // What is under test is which cluster, context and namespace the
+        // run took, not the generator's timing: some 50 requests give a p99 that
+        // is their worst, so one scheduling hiccup of a loaded machine would
+        // make the run inconclusive; the lag limit is loose here.
         let text = format!(
-            "# {name}\nname = \"flags-{name}\"\n[target]\nurl = \"http://{}:80/\"\nservice = \"api\"\n[load]\nrate = 20\nduration = \"2s\"\n[cluster]\n{cluster_toml}manifests = [\"deployment.yaml\"]\nready_timeout = \"30s\"\ntail = \"500ms\"\n{embedded_toml}[verdict]\nmax_failed = 0\n",
+            "# {name}\nname = \"flags-{name}\"\n[target]\nurl = \"http://{}:80/\"\nservice = \"api\"\n[load]\nrate = 20\nduration = \"2s\"\n[cluster]\n{cluster_toml}manifests = [\"deployment.yaml\"]\nready_timeout = \"30s\"\ntail = \"500ms\"\n{embedded_toml}[verdict]\nmax_failed = 0\nmax_schedule_lag_p99_ms = 250\n",
             ip.trim()
         );
         let scenario = scenarios.join(format!("{name}.toml"));

@@ -258,3 +258,25 @@ pub async fn kube_client(kubeconfig: &str, context: Option<&str>) -> kube::Clien
     config.default_retry = false;
     kube::Client::try_from(config).expect("client")
 }
+
+/// How many times a test runs a scenario whose verdict is inconclusive only
+/// because the machine held the generator back: the first run and two more.
+pub const TIMELY_ATTEMPTS: usize = 3;
+
+/// Whether a finished `rolltest run` was inconclusive (exit 4) only because
+/// the machine held the generator back: every inconclusive reason in its
+/// summary is schedule lag over its limit (another build or test on the 2
+/// cores). Such a run proves nothing either way about the rollout, so a test
+/// runs it again, at most [`TIMELY_ATTEMPTS`] times in all; any other
+/// inconclusive reason (dropped requests, a stalled rollout) counts.
+pub fn inconclusive_on_lag_alone(code: i32, summary: &serde_json::Value) -> bool {
+    let reasons = summary["inconclusive_reasons"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    code == 4
+        && !reasons.is_empty()
+        && reasons
+            .iter()
+            .all(|r| r.as_str().is_some_and(|r| r.contains("schedule lag")))
+}
