@@ -86,10 +86,10 @@ impl RequestTemplate {
 /// Sends one request as the load will send it (method, headers, body,
 /// `Connection: close`) on a connection of its own and returns the status:
 /// a check that the target serves, before any request is counted.
+///
+/// It connects from a port outside the load's way ([`probe_connect`]).
 pub async fn probe(target: &Target, addr: SocketAddr) -> Result<u16, String> {
-    let stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| e.to_string())?;
+    let stream = probe_connect(addr).await.map_err(|e| e.to_string())?;
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
@@ -103,6 +103,68 @@ pub async fn probe(target: &Target, addr: SocketAddr) -> Result<u16, String> {
         .map_err(|e| e.to_string());
     driver.abort();
     Ok(response?.status().as_u16())
+}
+
+/// How many ports just below the kernel's ephemeral range a probe may bind.
+const PROBE_PORTS: u16 = 1024;
+/// How many of them a probe tries before it lets the kernel choose.
+const PROBE_PORT_TRIES: u16 = 16;
+
+/// The ports a probe binds on this machine: the [`PROBE_PORTS`] just below
+/// the kernel's ephemeral range (`net.ipv4.ip_local_port_range`), which
+/// `connect()` never gives a socket on its own; `None` where that range is
+/// unknown (not Linux) or starts too low to leave room below it.
+fn probe_ports() -> Option<std::ops::Range<u16>> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let low: u16 = text.split_whitespace().next()?.parse().ok()?;
+    let start = low.checked_sub(PROBE_PORTS)?;
+    (start >= 1024).then_some(start..low)
+}
+
+/// Connects a warm-up probe from a port the load's own connections never
+/// get.
+///
+/// A probe refused before kube-proxy has synced the Service's first
+/// endpoints (its REJECT rule) leaves behind a conntrack entry for its
+/// 4-tuple without the Service's DNAT, in SYN_SENT, for two minutes; a later
+/// connection that the kernel gives the same source port matches that entry
+/// instead of the NAT rules and is refused by this host, in microseconds,
+/// with every endpoint ready (kubernetes/kubernetes#48719, #101607; measured
+/// on `scripts/realk8s`). So a probe binds a port below the ephemeral range
+/// (a few tries from a random start, skipping ports in use) and only falls
+/// back to a kernel-chosen port when none is free or the range is unknown.
+pub async fn probe_connect(addr: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
+    use std::io::ErrorKind::{AddrInUse, AddrNotAvailable};
+    if let Some(ports) = probe_ports() {
+        let len = ports.end - ports.start;
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let first = u16::try_from(seed % u32::from(len)).unwrap_or(0);
+        let any = match addr {
+            SocketAddr::V4(_) => std::net::IpAddr::from(std::net::Ipv4Addr::UNSPECIFIED),
+            SocketAddr::V6(_) => std::net::IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED),
+        };
+        for i in 0..PROBE_PORT_TRIES {
+            let port = ports.start + (first + i * 61) % len;
+            let socket = match addr {
+                SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+                SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+            };
+            socket.set_reuseaddr(true)?;
+            match socket.bind(SocketAddr::new(any, port)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == AddrInUse => continue,
+                Err(_) => break,
+            }
+            match socket.connect(addr).await {
+                // This 4-tuple still in TIME_WAIT here: another port.
+                Err(e) if matches!(e.kind(), AddrInUse | AddrNotAvailable) => continue,
+                other => return other,
+            }
+        }
+    }
+    tokio::net::TcpStream::connect(addr).await
 }
 
 struct Client {
@@ -413,5 +475,36 @@ impl Client {
         if self.template.keepalive {
             self.pool.checkin(conn);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A probe connects from a port below the ephemeral range, which the
+    /// kernel never gives the load's own connections; one after another
+    /// they each get one (a port still in use or in TIME_WAIT is skipped).
+    #[tokio::test(flavor = "current_thread")]
+    async fn probes_connect_from_below_the_ephemeral_range() {
+        let Some(ports) = probe_ports() else {
+            eprintln!("no ip_local_port_range with room below it here: nothing to check");
+            return;
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut held = Vec::new();
+        for _ in 0..5 {
+            let stream = probe_connect(addr).await.expect("connect");
+            let (_accepted, peer) = listener.accept().await.expect("accept");
+            let local = stream.local_addr().expect("local");
+            assert_eq!(local, peer);
+            assert!(ports.contains(&local.port()), "{local} not in {ports:?}");
+            held.push(stream);
+        }
+        let plain = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        assert!(!ports.contains(&plain.local_addr().expect("local").port()));
     }
 }
