@@ -26,6 +26,8 @@ pub struct ClusterUpOptions {
     pub proxy: ProxyMode,
     /// Endpoint propagation delay.
     pub propagation: Propagation,
+    /// Delay from a pod's binding to its container running.
+    pub pod_start: rolltest_minicluster::kubelet::PodStart,
 }
 
 /// Why the cluster could not run.
@@ -80,6 +82,7 @@ pub fn cluster_up(opts: &ClusterUpOptions) -> Result<ExitStatus, ClusterUpError>
             insecure_http: opts.insecure_http,
             proxy: opts.proxy,
             propagation: opts.propagation,
+            pod_start: opts.pod_start,
             ..ClusterOptions::default()
         })
         .await?;

@@ -153,6 +153,7 @@ pub(super) fn cluster_options(
         nodes: spec.nodes,
         proxy: spec.cluster_proxy(),
         propagation: spec.propagation,
+        pod_start: spec.pod_start,
         proxy_events: Some(proxy_events),
         kubelet_signals: Some(kubelet_signals),
         images,

@@ -15,7 +15,9 @@ use std::{
 };
 
 use rolltest_minicluster::{
-    kubelet::{ImageMap, Kubelet, KubeletConfig, KubeletHandle, KubeletSignal, SignalKind},
+    kubelet::{
+        ImageMap, Kubelet, KubeletConfig, KubeletHandle, KubeletSignal, PodStart, SignalKind,
+    },
     process::IpAllocator,
     resources::ResourceKind,
     store::{EventType, Store},
@@ -63,6 +65,10 @@ fn created(e: &Value) -> SystemTime {
 
 impl Harness {
     fn start() -> Harness {
+        Harness::with_pod_start(PodStart::NONE)
+    }
+
+    fn with_pod_start(pod_start: PodStart) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Arc::new(Store::new());
         let images = ImageMap::with_demo_default(PathBuf::from(env!("CARGO_BIN_EXE_rolltest")));
@@ -74,6 +80,7 @@ impl Harness {
             work_dir: dir.path().join("pods"),
             ips: ips(),
             signals: Some(tx),
+            pod_start,
         })
         .expect("kubelet starts");
         let exact = Arc::new(Mutex::new(Vec::new()));
@@ -604,6 +611,49 @@ async fn failing_liveness_probe_restarts_the_container() {
     assert!(events.iter().any(
         |e| e.2 == "Killing" && e.3 == "Container app failed liveness probe, will be restarted"
     ));
+    h.shutdown().await;
+}
+
+/// With a pod start delay (`[cluster.embedded] pod_start`) a bound pod stays
+/// Pending, with no address and no process, for that long, as a real
+/// kubelet's sandbox, network and container start take; then it runs. One
+/// deleted during the delay is finished without ever starting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_start_delay_keeps_the_pod_pending_then_starts_it() {
+    let h = Harness::with_pod_start("700ms".parse().expect("pod start"));
+    let created = Instant::now();
+    h.create("slow", json!({}), json!({}));
+    h.create("gone", json!({}), json!({}));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for name in ["slow", "gone"] {
+        let early = h.pod(name).expect("pod");
+        assert_eq!(early["status"]["phase"], "Pending", "{early}");
+        assert!(early["status"]["podIP"].is_null(), "{early}");
+        assert!(h.kubelet().pod_ip("default", name).is_none());
+    }
+    h.delete("gone", 30);
+    let running = until("Running", Duration::from_secs(5), || {
+        h.pod("slow").filter(|p| p["status"]["phase"] == "Running")
+    })
+    .await;
+    assert!(
+        created.elapsed() >= Duration::from_millis(700),
+        "running after {:?}",
+        created.elapsed()
+    );
+    assert!(running["status"]["podIP"].is_string(), "{running}");
+    until("the deleted pod gone", Duration::from_secs(5), || {
+        h.pod("gone").is_none().then_some(())
+    })
+    .await;
+    assert!(
+        h.exact
+            .lock()
+            .expect("lock")
+            .iter()
+            .all(|s| s.pod != "gone"),
+        "the pod deleted before its start never ran"
+    );
     h.shutdown().await;
 }
 

@@ -53,10 +53,11 @@ pub struct Conn {
 
 type Waiter = oneshot::Sender<Result<Conn, ConnectError>>;
 
-/// A connection in the idle stack and when it came back.
+/// A connection in the idle stack and, with an idle timeout, when it came
+/// back (without one the clock is not read on the hot path).
 struct Idle {
     conn: Conn,
-    since: Instant,
+    since: Option<Instant>,
 }
 
 /// Most connects under way at once. Beyond it, waiters wait for the first
@@ -125,10 +126,14 @@ impl Pool {
         if let Some(timeout) = self.idle_timeout
             && idle
                 .first()
-                .is_some_and(|oldest| oldest.since.elapsed() > timeout)
+                .and_then(|oldest| oldest.since)
+                .is_some_and(|since| since.elapsed() > timeout)
         {
             let now = Instant::now();
-            let expired = idle.partition_point(|c| now.duration_since(c.since) > timeout);
+            let expired = idle.partition_point(|c| {
+                c.since
+                    .is_some_and(|since| now.duration_since(since) > timeout)
+            });
             idle.drain(..expired);
         }
         idle.pop().map(|idle| idle.conn)
@@ -207,7 +212,7 @@ impl Pool {
     fn push_idle(&self, conn: Conn) {
         self.idle.borrow_mut().push(Idle {
             conn,
-            since: Instant::now(),
+            since: self.idle_timeout.map(|_| Instant::now()),
         });
     }
 

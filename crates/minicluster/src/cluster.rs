@@ -9,7 +9,9 @@ use serde_json::json;
 use super::{
     api::{self, ApiState},
     controllers::Controllers,
-    kubelet::{ImageMap, Kubelet, KubeletConfig, KubeletError, KubeletHandle, KubeletSignal},
+    kubelet::{
+        ImageMap, Kubelet, KubeletConfig, KubeletError, KubeletHandle, KubeletSignal, PodStart,
+    },
     process::IpAllocator,
     proxy::{Propagation, ProxyEvent, ProxyMode, SyncRunner},
     resources::ResourceKind,
@@ -47,6 +49,9 @@ pub struct ClusterOptions {
     pub demo_binary: Option<PathBuf>,
     /// Where pod logs go (`None`: a temporary directory removed on shutdown).
     pub work_dir: Option<PathBuf>,
+    /// How long each pod takes from its binding to a running container
+    /// ([`PodStart::NONE`]: at once).
+    pub pod_start: PodStart,
 }
 
 /// Default endpoint propagation, `40ms..1040ms`: kube-proxy's sync period
@@ -72,6 +77,7 @@ impl Default for ClusterOptions {
             images: ImageMap::new(),
             demo_binary: None,
             work_dir: None,
+            pod_start: PodStart::NONE,
         }
     }
 }
@@ -179,6 +185,7 @@ impl EmbeddedCluster {
             work_dir,
             ips,
             signals: options.kubelet_signals.clone(),
+            pod_start: options.pod_start,
         })?;
         let logs = kubelet.log_index();
         let _ = state

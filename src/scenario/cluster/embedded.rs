@@ -5,7 +5,7 @@
 use std::{collections::BTreeMap, path::Path};
 
 use rolltest_core::model::ProxyKind;
-use rolltest_minicluster::proxy::Propagation;
+use rolltest_minicluster::{kubelet::PodStart, proxy::Propagation};
 use serde::{Deserialize, Serialize};
 
 /// `[cluster.embedded]`.
@@ -28,6 +28,11 @@ pub struct RawEmbedded {
     /// Number of nodes (default 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nodes: Option<u32>,
+    /// How long each pod takes from its binding to a running container, like
+    /// a real kubelet's sandbox, network and container start: `"500ms..900ms"`
+    /// (each pod its own draw) or `"700ms"` (default: at once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_start: Option<PodStart>,
     /// Image → local command (the manifest's args are appended); a command
     /// of `"{rolltest}"` is this rolltest executable.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -45,6 +50,8 @@ pub struct EmbeddedSpec {
     pub l7_retry: bool,
     /// Node count.
     pub nodes: u32,
+    /// Delay from a pod's binding to its container running.
+    pub pod_start: PodStart,
     /// Image → command, in file order (paths as written: relative commands
     /// are resolved against the scenario's directory when they contain `/`).
     pub images: Vec<(String, Vec<String>)>,
@@ -123,6 +130,7 @@ pub(in crate::scenario) fn validate<E>(
         proxy,
         l7_retry: e.l7_retry.unwrap_or(false),
         nodes,
+        pod_start: e.pod_start.unwrap_or(PodStart::NONE),
         images,
     })
 }

@@ -317,6 +317,18 @@ mod tests {
         };
         assert_eq!(e.nodes, 2);
         assert_eq!(e.proxy, ProxyKind::L4);
+        assert!(e.pod_start.is_none());
+        let slow = parse(
+            "[cluster]\nmode = \"embedded\"\nmanifests = [\"m/d.yaml\"]\n[cluster.embedded]\npod_start = \"500ms..900ms\"\n",
+        )
+        .expect("valid");
+        let Some(ClusterMode::Embedded(slow)) = slow.cluster.map(|c| c.mode) else {
+            panic!("embedded")
+        };
+        assert_eq!(
+            (slow.pod_start.min, slow.pod_start.max),
+            (Duration::from_millis(500), Duration::from_millis(900))
+        );
         let nginx = parse(
             "[cluster]\nmode = \"embedded\"\nmanifests = [\"m/d.yaml\"]\n[cluster.embedded]\nproxy = \"ingress-nginx\"\n",
         )
@@ -411,6 +423,10 @@ mod tests {
             (
                 "[cluster]\nmode = \"embedded\"\nmanifests = [\"d\"]\n[cluster.embedded]\nendpoint_propagation = \"3s..1s\"\n",
                 "cluster.embedded.endpoint_propagation",
+            ),
+            (
+                "[cluster]\nmode = \"embedded\"\nmanifests = [\"d\"]\n[cluster.embedded]\npod_start = \"900ms..500ms\"\n",
+                "cluster.embedded.pod_start",
             ),
             (
                 "[cluster]\nmode = \"embedded\"\nmanifests = [\"d\"]\n[cluster.embedded]\nl7_retry = true\n",

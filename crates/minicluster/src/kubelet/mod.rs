@@ -45,6 +45,7 @@ mod image;
 mod probes;
 mod signals;
 mod spec;
+mod start;
 mod status;
 mod worker;
 
@@ -65,6 +66,7 @@ use tokio::{
 pub use image::{DEMO_PATTERN, ImageMap};
 pub use signals::{KubeletSignal, SignalKind};
 pub use spec::{DEFAULT_GRACE_SECONDS, DEFAULT_PORT};
+pub use start::{PodStart, PodStartParseError};
 
 use self::{
     spec::PodPlan,
@@ -100,6 +102,9 @@ pub struct KubeletConfig {
     pub ips: Arc<IpAllocator>,
     /// Where the exact record goes (`None`: not kept).
     pub signals: Option<tokio::sync::mpsc::UnboundedSender<KubeletSignal>>,
+    /// How long each pod takes from its binding to a running container
+    /// (sandbox, network, container start; [`PodStart::NONE`]: at once).
+    pub pod_start: PodStart,
 }
 
 /// Why the kubelet could not start.
@@ -146,6 +151,7 @@ impl Kubelet {
             work_dir: config.work_dir,
             ips: config.ips,
             signals: config.signals,
+            pod_start: config.pod_start,
             live: Mutex::new(HashMap::new()),
             pods: Mutex::new(HashMap::new()),
         });
@@ -249,6 +255,8 @@ pub(crate) struct Shared {
     pub ips: Arc<IpAllocator>,
     /// The exact record's channel.
     pub signals: Option<tokio::sync::mpsc::UnboundedSender<KubeletSignal>>,
+    /// The delay before each pod's sandbox and container start.
+    pub pod_start: PodStart,
     /// Running processes by pod uid (killed synchronously on drop).
     pub live: Mutex<HashMap<String, Arc<PodProcess>>>,
     /// Log path and IP by (namespace, name).

@@ -136,6 +136,25 @@ impl Worker {
             self.event("Warning", "Failed", &event, true);
             return self.until_end().await;
         };
+        // The sandbox, its network and the container take a real kubelet
+        // a while (see `start`); a deletion meanwhile ends the pod unstarted.
+        if !self.sh.pod_start.is_none() {
+            let until = tokio::time::Instant::now() + self.sh.pod_start.draw(&self.plan.uid);
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep_until(until) => break,
+                    changed = self.desired.changed() => {
+                        let desired = *self.desired.borrow();
+                        match desired {
+                            _ if changed.is_err() => return,
+                            Desired::Kill => return,
+                            Desired::Terminate { .. } => return self.finish(true),
+                            Desired::Run => {}
+                        }
+                    }
+                }
+            }
+        }
         let ip = match self.sh.ips.allocate_free(self.plan.container.port()) {
             Ok(ip) => IpAddr::V4(ip),
             Err(e) => {

@@ -1,0 +1,137 @@
+//! How long a pod takes from its binding to a running container.
+//!
+//! A real kubelet does not start a bound pod at once: it creates the pod
+//! sandbox (the pause container and its network namespace), runs the CNI
+//! plugin for the pod's address, then creates and starts the container; with
+//! the image already on the node that took 0.54–0.80 s per pod on
+//! `scripts/realk8s` (pod created → container started, six pods of a
+//! rollout), each pod its own time. The embedded kubelet starts a process in
+//! about a millisecond, so without a [`PodStart`] every new pod of a rollout
+//! starts (and turns Ready) in the same instant and the Deployment
+//! controller deletes the old pods in batches a real cluster does not show.
+
+use std::{
+    fmt,
+    hash::{BuildHasher, RandomState},
+    str::FromStr,
+    time::Duration,
+};
+
+use crate::proxy::Propagation;
+
+/// The delay before each pod's sandbox and container start: a duration
+/// drawn for each pod between `min` and `max` (uniformly), or exactly `min`
+/// when they are equal. [`PodStart::NONE`] (the default) starts pods at
+/// once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PodStart {
+    /// Shortest delay.
+    pub min: Duration,
+    /// Longest delay (at least `min`).
+    pub max: Duration,
+}
+
+impl PodStart {
+    /// No delay: a pod's process starts as soon as the kubelet sees it.
+    pub const NONE: PodStart = PodStart {
+        min: Duration::ZERO,
+        max: Duration::ZERO,
+    };
+
+    /// Whether pods start at once.
+    pub fn is_none(&self) -> bool {
+        self.max.is_zero()
+    }
+
+    /// The delay for the pod with this uid: a fresh draw between `min` and
+    /// `max` (each process seeds its own hasher, so runs differ).
+    pub fn draw(&self, uid: &str) -> Duration {
+        let span = self.max.saturating_sub(self.min);
+        if span.is_zero() {
+            return self.min;
+        }
+        let unit = (RandomState::new().hash_one(uid) >> 11) as f64 / (1u64 << 53) as f64;
+        self.min + span.mul_f64(unit)
+    }
+}
+
+impl fmt::Display for PodStart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.min == self.max {
+            write!(f, "{}", humantime::format_duration(self.min))
+        } else {
+            write!(
+                f,
+                "{}..{}",
+                humantime::format_duration(self.min),
+                humantime::format_duration(self.max)
+            )
+        }
+    }
+}
+
+/// A `pod_start` that is not a duration or a `MIN..MAX` range.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PodStartParseError(String);
+
+impl FromStr for PodStart {
+    type Err = PodStartParseError;
+
+    /// One humantime duration (`700ms`) or a range `MIN..MAX`
+    /// (`500ms..900ms`) with MIN <= MAX, as `endpoint_propagation` is
+    /// written.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let range: Propagation = s
+            .parse()
+            .map_err(|e: crate::proxy::PropagationParseError| PodStartParseError(e.to_string()))?;
+        Ok(PodStart {
+            min: range.min,
+            max: range.max,
+        })
+    }
+}
+
+/// As its text (`"500ms..900ms"`, `"700ms"`).
+impl serde::Serialize for PodStart {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// From its text, validated while deserializing.
+impl<'de> serde::Deserialize<'de> for PodStart {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_duration_or_a_range_and_draws_inside_it() {
+        let fixed: PodStart = "700ms".parse().expect("parses");
+        assert_eq!(fixed.draw("a"), Duration::from_millis(700));
+        let range: PodStart = "500ms..900ms".parse().expect("parses");
+        assert_eq!(range.to_string(), "500ms..900ms");
+        let draws: Vec<Duration> = (0..200).map(|i| range.draw(&format!("uid-{i}"))).collect();
+        assert!(
+            draws
+                .iter()
+                .all(|d| (Duration::from_millis(500)..=Duration::from_millis(900)).contains(d))
+        );
+        // Spread over the range, not one value.
+        let low = draws
+            .iter()
+            .filter(|d| **d < Duration::from_millis(700))
+            .count();
+        assert!((40..=160).contains(&low), "{low} of 200 below the middle");
+        assert!("900ms..500ms".parse::<PodStart>().is_err());
+        assert!("soon".parse::<PodStart>().is_err());
+        assert!(PodStart::NONE.is_none() && PodStart::default().is_none());
+        assert_eq!(PodStart::NONE.draw("a"), Duration::ZERO);
+    }
+}
