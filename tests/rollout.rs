@@ -87,7 +87,13 @@ fn assert_all_explained(summary: &Value, text: &str) {
     assert_eq!(cause(summary, "unexplained"), 0, "{text}");
 }
 
-fn assert_naive(code: i32, summary: &Value, text: &str) {
+/// `exact`: the embedded cluster's own records (the proxy names each
+/// connection's pod, the kubelet each exit to the instant). Without them
+/// (the real-cluster path) an exit is known to its status second, and a
+/// reset on a new connection inside that second counts as in flight at the
+/// exit: the run may show no `endpoint_lag` at all (measured: 13 failures,
+/// all killed_in_flight, seen once in CI), so only the sum is asked.
+fn assert_naive(code: i32, summary: &Value, text: &str, exact: bool) {
     assert_eq!(code, 1, "naive must fail:\n{text}");
     let n = failed(summary);
     assert!(n > 0, "{text}");
@@ -98,7 +104,9 @@ fn assert_naive(code: i32, summary: &Value, text: &str) {
         "mostly endpoint_lag and killed_in_flight, got {}:\n{text}",
         summary["errors_by_cause"]
     );
-    assert!(cause(summary, "endpoint_lag") > 0, "{text}");
+    if exact {
+        assert!(cause(summary, "endpoint_lag") > 0, "{text}");
+    }
     // The evidence names the pods and the fix.
     let causes = summary["causes"].as_array().expect("causes");
     assert!(
@@ -154,7 +162,7 @@ fn naive_rollout_fails_with_lag_and_killed_in_flight() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("run");
     let (code, summary, text) = run(&repo().join("scenarios/embedded/naive.toml"), &out);
-    assert_naive(code, &summary, &text);
+    assert_naive(code, &summary, &text, true);
     // The embedded proxy lags on purpose: deletion -> proxy takes time.
     assert!(
         summary["propagation"]["max_ms"].as_f64().unwrap_or(0.0) > 0.0,
@@ -504,7 +512,7 @@ fn naive_and_fixed_through_a_kubeconfig_against_cluster_up() {
         assert_eq!(run_json["cluster"]["mode"], "kubeconfig", "{text}");
         assert_eq!(run_json["cluster"]["proxy"], "external", "{text}");
         if naive {
-            assert_naive(code, &summary, &text);
+            assert_naive(code, &summary, &text, false);
         } else {
             assert_fixed(code, &summary, &text);
         }
