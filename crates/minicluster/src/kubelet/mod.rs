@@ -66,7 +66,7 @@ use tokio::{
 pub use image::{DEMO_PATTERN, ImageMap};
 pub use signals::{KubeletSignal, SignalKind};
 pub use spec::{DEFAULT_GRACE_SECONDS, DEFAULT_PORT};
-pub use start::{PodStart, PodStartParseError};
+pub use start::PodStart;
 
 use self::{
     spec::PodPlan,

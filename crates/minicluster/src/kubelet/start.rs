@@ -17,13 +17,15 @@ use std::{
     time::Duration,
 };
 
-use crate::proxy::Propagation;
+use crate::proxy::{Propagation, PropagationParseError};
 
 /// The delay before each pod's sandbox and container start: a duration
 /// drawn for each pod between `min` and `max` (uniformly), or exactly `min`
 /// when they are equal. [`PodStart::NONE`] (the default) starts pods at
-/// once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// once. Written like `endpoint_propagation` (`"500ms..900ms"`, `"700ms"`),
+/// whose text form, parser and checks it shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(from = "Propagation", into = "Propagation")]
 pub struct PodStart {
     /// Shortest delay.
     pub min: Duration,
@@ -55,55 +57,37 @@ impl PodStart {
     }
 }
 
-impl fmt::Display for PodStart {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.min == self.max {
-            write!(f, "{}", humantime::format_duration(self.min))
-        } else {
-            write!(
-                f,
-                "{}..{}",
-                humantime::format_duration(self.min),
-                humantime::format_duration(self.max)
-            )
+impl From<Propagation> for PodStart {
+    fn from(range: Propagation) -> Self {
+        PodStart {
+            min: range.min,
+            max: range.max,
         }
     }
 }
 
-/// A `pod_start` that is not a duration or a `MIN..MAX` range.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct PodStartParseError(String);
+impl From<PodStart> for Propagation {
+    fn from(start: PodStart) -> Self {
+        Propagation {
+            min: start.min,
+            max: start.max,
+        }
+    }
+}
+
+impl fmt::Display for PodStart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        Propagation::from(*self).fmt(f)
+    }
+}
 
 impl FromStr for PodStart {
-    type Err = PodStartParseError;
+    type Err = PropagationParseError;
 
     /// One humantime duration (`700ms`) or a range `MIN..MAX`
-    /// (`500ms..900ms`) with MIN <= MAX, as `endpoint_propagation` is
-    /// written.
+    /// (`500ms..900ms`) with MIN <= MAX.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let range: Propagation = s
-            .parse()
-            .map_err(|e: crate::proxy::PropagationParseError| PodStartParseError(e.to_string()))?;
-        Ok(PodStart {
-            min: range.min,
-            max: range.max,
-        })
-    }
-}
-
-/// As its text (`"500ms..900ms"`, `"700ms"`).
-impl serde::Serialize for PodStart {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-/// From its text, validated while deserializing.
-impl<'de> serde::Deserialize<'de> for PodStart {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+        s.parse::<Propagation>().map(PodStart::from)
     }
 }
 

@@ -138,22 +138,11 @@ impl Worker {
         };
         // The sandbox, its network and the container take a real kubelet
         // a while (see `start`); a deletion meanwhile ends the pod unstarted.
-        if !self.sh.pod_start.is_none() {
-            let until = tokio::time::Instant::now() + self.sh.pod_start.draw(&self.plan.uid);
-            loop {
-                tokio::select! {
-                    () = tokio::time::sleep_until(until) => break,
-                    changed = self.desired.changed() => {
-                        let desired = *self.desired.borrow();
-                        match desired {
-                            _ if changed.is_err() => return,
-                            Desired::Kill => return,
-                            Desired::Terminate { .. } => return self.finish(true),
-                            Desired::Run => {}
-                        }
-                    }
-                }
-            }
+        let start_delay = self.sh.pod_start.draw(&self.plan.uid);
+        match self.sleep_unless_stopped(start_delay).await {
+            Some(Desired::Kill) => return,
+            Some(_) => return self.finish(true),
+            None => {}
         }
         let ip = match self.sh.ips.allocate_free(self.plan.container.port()) {
             Ok(ip) => IpAddr::V4(ip),
@@ -360,6 +349,15 @@ impl Worker {
         self.view.state = waiting("CrashLoopBackOff", Some(message));
         self.write();
         self.event("Warning", "BackOff", &event, true);
+        self.sleep_unless_stopped(delay).await
+    }
+
+    /// Waits `delay` (none: at once); returns the Terminate/Kill that cut it
+    /// short.
+    async fn sleep_unless_stopped(&mut self, delay: Duration) -> Option<Desired> {
+        if delay.is_zero() {
+            return None;
+        }
         let sleep = tokio::time::sleep(delay);
         tokio::pin!(sleep);
         loop {

@@ -84,9 +84,12 @@ impl fmt::Display for Propagation {
     }
 }
 
-/// A propagation delay that could not be parsed.
+/// A delay or delay range (`endpoint_propagation`, `pod_start`) that could
+/// not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("bad propagation delay {input:?}: {reason} (expected e.g. 500ms or 1s..3s)")]
+#[error(
+    "bad delay {input:?}: {reason} (expected a duration, e.g. 500ms, or a range MIN..MAX, e.g. 1s..3s)"
+)]
 pub struct PropagationParseError {
     input: String,
     reason: String,
