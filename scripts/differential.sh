@@ -98,6 +98,7 @@ run_side() { # side file out-dir extra-args...
     shift 3
     rm -rf "${dir:?}/$side"
     mkdir -p "$dir"
+    if [[ $side == real ]]; then forget_refused_connections "$(basename "$dir")"; fi
     echo "== differential $(basename "$dir") ($side): rolltest run $file $*"
     t=$(date +%s)
     "$ROLLTEST_BIN" run "$file" "$@" --out "$dir/$side" --quiet >"$dir/$side.log" 2>&1
@@ -106,6 +107,19 @@ run_side() { # side file out-dir extra-args...
     echo "$(($(date +%s) - t))" >"$dir/$side.secs"
     sed 's/^/    /' "$dir/$side.log" | tail -n 15
     echo "    exit $rc in $(cat "$dir/$side.secs") s"
+}
+
+# run_side, then again while the run was inconclusive only because the
+# machine held the generator back (schedule lag over its limit while
+# something else used the cores): such a run proves nothing; at most two more.
+run_timely() { # side file out-dir extra-args...
+    local again=0
+    run_side "$@"
+    while ((again < 2)) && late_alone "$3/$1.rc" "$3/$1/summary.json"; do
+        echo "== differential $(basename "$3") ($1): inconclusive on schedule lag alone; once more"
+        again=$((again + 1))
+        run_side "$@"
+    done
 }
 
 late_alone() { # rc-file summary.json -> true when exit 4 on schedule lag alone
@@ -165,16 +179,7 @@ cmd_run() { # side out [kubeconfig context]
                 echo "== differential $NAME (embedded): not run, 127.0.0.1:30080 is taken (a real cluster's NodePort, another run?)"
                 continue
             fi
-            run_side embedded "$file" "$out/$NAME"
-            # Inconclusive only because the machine held the generator back
-            # (schedule lag over its limit while something else used the
-            # cores): such a run proves nothing; at most two more.
-            local again=0
-            while ((again < 2)) && late_alone "$out/$NAME/embedded.rc" "$out/$NAME/embedded/summary.json"; do
-                echo "== differential $NAME (embedded): inconclusive on schedule lag alone; once more"
-                again=$((again + 1))
-                run_side embedded "$file" "$out/$NAME"
-            done
+            run_timely embedded "$file" "$out/$NAME"
         else
             # An embedded cluster's proxy on 127.0.0.1:30080 (another run on
             # this machine) would have its traffic taken by the NodePort's rules.
@@ -184,14 +189,13 @@ cmd_run() { # side out [kubeconfig context]
                 sleep 2
                 waited=$((waited + 2))
             done
-            forget_refused_connections "$NAME"
             run_side real "$file" "$out/$NAME" --kubeconfig "$kubeconfig" --context "$context"
             # A real cluster has one-off hiccups of its own: a side that
             # missed its documented exit or left failures unexplained runs
             # once more, and the second run is the one compared; the first
             # stays in real-first/ and is named here. (The one-off seen most,
             # new connections refused with every endpoint ready, was stale
-            # conntrack entries: forget_refused_connections above, and the
+            # conntrack entries: forget_refused_connections in run_side, and the
             # warm-up's ports outside the ephemeral range.)
             local rc unexplained
             rc="$(cat "$out/$NAME/real.rc")"
@@ -201,17 +205,7 @@ cmd_run() { # side out [kubeconfig context]
                 rm -rf "${out:?}/$NAME/real-first"
                 mv "$out/$NAME/real" "$out/$NAME/real-first"
                 for f in rc log secs; do mv "$out/$NAME/real.$f" "$out/$NAME/real-first.$f"; done
-                forget_refused_connections "$NAME"
-                run_side real "$file" "$out/$NAME" --kubeconfig "$kubeconfig" --context "$context"
-                # That one inconclusive only on schedule lag too: at most
-                # two more, as on the embedded side.
-                local again=0
-                while ((again < 2)) && late_alone "$out/$NAME/real.rc" "$out/$NAME/real/summary.json"; do
-                    echo "== differential $NAME (real): inconclusive on schedule lag alone; once more"
-                    again=$((again + 1))
-                    forget_refused_connections "$NAME"
-                    run_side real "$file" "$out/$NAME" --kubeconfig "$kubeconfig" --context "$context"
-                done
+                run_timely real "$file" "$out/$NAME" --kubeconfig "$kubeconfig" --context "$context"
             fi
         fi
     done

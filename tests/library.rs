@@ -32,23 +32,16 @@ struct Run {
 
 impl Run {
     /// `rolltest run scenarios/embedded/NAME.toml --out TMP --quiet`, run
-    /// again (at most `common::TIMELY_ATTEMPTS` times in all) while the
+    /// again (`common::timely`, at most three runs) while the
     /// verdict is inconclusive only because the machine held the generator
     /// back (schedule lag over its limit: another build on the 2 cores):
     /// such a run proves nothing either way.
     fn of(name: &str) -> Run {
-        let mut run = Run::once(name);
-        for _ in 1..common::TIMELY_ATTEMPTS {
-            if !common::inconclusive_on_lag_alone(run.code, &run.summary) {
-                break;
-            }
-            eprintln!(
-                "{name}: inconclusive on schedule lag alone, once more:\n{}",
-                run.text
-            );
-            run = Run::once(name);
-        }
-        run
+        common::timely(
+            name,
+            || Run::once(name),
+            |run| (run.code, &run.summary, &run.text),
+        )
     }
 
     fn once(name: &str) -> Run {

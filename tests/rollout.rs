@@ -25,22 +25,17 @@ fn repo() -> PathBuf {
 /// the summary and the combined output. A run inconclusive only on schedule
 /// lag (the machine held the generator back) proves nothing about the
 /// rollout: it runs again into a fresh DIR, at most
-/// `common::TIMELY_ATTEMPTS` times in all.
+/// three runs in all (`common::timely`).
 fn run(scenario: &Path, out: &Path) -> (i32, Value, String) {
-    let mut attempt = 1;
-    loop {
-        let (code, summary, text) = run_once(scenario, out);
-        if attempt == common::TIMELY_ATTEMPTS || !common::inconclusive_on_lag_alone(code, &summary)
-        {
-            return (code, summary, text);
-        }
-        eprintln!(
-            "{}: inconclusive on schedule lag alone, once more:\n{text}",
-            scenario.display()
-        );
-        std::fs::remove_dir_all(out).expect("remove the late run");
-        attempt += 1;
-    }
+    common::timely(
+        &scenario.display().to_string(),
+        || {
+            // A late run's directory goes: `--out` wants a fresh one.
+            let _ = std::fs::remove_dir_all(out);
+            run_once(scenario, out)
+        },
+        |(code, summary, text)| (*code, summary, text),
+    )
 }
 
 fn run_once(scenario: &Path, out: &Path) -> (i32, Value, String) {

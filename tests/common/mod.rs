@@ -259,17 +259,31 @@ pub async fn kube_client(kubeconfig: &str, context: Option<&str>) -> kube::Clien
     kube::Client::try_from(config).expect("client")
 }
 
-/// How many times a test runs a scenario whose verdict is inconclusive only
-/// because the machine held the generator back: the first run and two more.
-pub const TIMELY_ATTEMPTS: usize = 3;
+/// Runs a scenario with `once` (it returns the run; `verdict` reads its exit
+/// code, summary and output), again while the run is inconclusive (exit 4)
+/// only because the machine held the generator back: every inconclusive
+/// reason in its summary is schedule lag over its limit (another build or
+/// test on the 2 cores). Such a run proves nothing either way about the
+/// rollout; any other inconclusive reason (dropped requests, a stalled
+/// rollout) counts. Three runs at most; each rerun is printed.
+pub fn timely<T>(
+    what: &str,
+    mut once: impl FnMut() -> T,
+    verdict: impl Fn(&T) -> (i32, &serde_json::Value, &str),
+) -> T {
+    let mut run = once();
+    for _ in 1..3 {
+        let (code, summary, text) = verdict(&run);
+        if !inconclusive_on_lag_alone(code, summary) {
+            break;
+        }
+        eprintln!("{what}: inconclusive on schedule lag alone, once more:\n{text}");
+        run = once();
+    }
+    run
+}
 
-/// Whether a finished `rolltest run` was inconclusive (exit 4) only because
-/// the machine held the generator back: every inconclusive reason in its
-/// summary is schedule lag over its limit (another build or test on the 2
-/// cores). Such a run proves nothing either way about the rollout, so a test
-/// runs it again, at most [`TIMELY_ATTEMPTS`] times in all; any other
-/// inconclusive reason (dropped requests, a stalled rollout) counts.
-pub fn inconclusive_on_lag_alone(code: i32, summary: &serde_json::Value) -> bool {
+fn inconclusive_on_lag_alone(code: i32, summary: &serde_json::Value) -> bool {
     let reasons = summary["inconclusive_reasons"]
         .as_array()
         .cloned()
