@@ -239,6 +239,22 @@ fn cluster_flags_on_run_are_checked_before_anything_runs() {
     }
 }
 
+/// `cluster up --pod-start` takes what `[cluster.embedded] pod_start` takes
+/// and refuses a reversed range before starting anything (exit 2).
+#[test]
+fn cluster_up_pod_start_is_checked_like_the_scenario_key() {
+    let out = rolltest(&["cluster", "up", "--pod-start", "900ms..500ms"]);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 2, "{err}");
+    assert!(
+        err.contains("--pod-start") && err.contains("MIN is greater than MAX"),
+        "{err}"
+    );
+    let out = rolltest(&["cluster", "up", "--help"]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("--pod-start <POD_START>"), "{help}");
+}
+
 #[test]
 fn bad_load_flags_exit_2_naming_the_flag() {
     for (args, flag) in [
