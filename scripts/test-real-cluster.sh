@@ -11,7 +11,8 @@
 # and on the real one; the table is printed side by side and the same verdict,
 # the same dominant cause, 0 unexplained and every real failure attributed are
 # asserted (DIFFERENTIAL_OUT: where the run directories go, default under
-# the work directory; DIFFERENTIAL_ONLY: some pairs only).
+# the work directory, which is removed when every test passed and kept,
+# its path printed, when one failed; DIFFERENTIAL_ONLY: some pairs only).
 #
 #     scripts/test-real-cluster.sh          (as root; installs the Debian packages it needs)
 #
@@ -46,11 +47,18 @@ check() { # name cmd...
 elapsed() { echo $(($(date +%s) - $1))s; }
 
 cleanup() {
+    local rc=$?
     if [[ -n $UP_PID ]] && kill -0 "$UP_PID" 2>/dev/null; then
         kill -TERM "$UP_PID" 2>/dev/null
         wait "$UP_PID" 2>/dev/null
     fi
     "$REALK8S" down >/dev/null 2>&1 || true
+    # The logs, kubeconfigs and differential output: kept only when a test failed.
+    if ((rc == 0)); then
+        rm -rf "$WORK"
+    else
+        echo "logs and run directories kept in $WORK" >&2
+    fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM

@@ -296,6 +296,8 @@ fn cluster_up_with_pods(dir: &std::path::Path) -> (std::process::Child, Vec<i32>
     let mut child = Command::new(env!("CARGO_BIN_EXE_rolltest"))
         .args(["cluster", "up", "--kubeconfig"])
         .arg(&kubeconfig)
+        // Its work directory (pod logs) goes here: a SIGKILL leaves it.
+        .env("TMPDIR", dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -373,6 +375,14 @@ fn no_pod_outlives_cluster_up_after_ctrl_c_sigterm_or_sigkill() {
         let _ = child.wait();
         // The apps ignore SIGTERM: only a SIGKILL of their groups ends them.
         assert_all_gone(&pids, how);
+        // Its work directory goes too, unless it had no chance to remove it.
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("rolltest-cluster-"))
+            .collect();
+        assert_eq!(left.is_empty(), signal != libc::SIGKILL, "{how}: {left:?}");
     }
 }
 
