@@ -94,9 +94,9 @@ pub struct ClusterUpArgs {
     pub l7_retry: bool,
     /// How long each pod takes from its binding to a running container, like
     /// a real kubelet's sandbox, network and container start: MIN..MAX (each
-    /// pod its own draw) or one duration. The default starts pods at once;
-    /// scripts/realk8s measured 0.54-0.80 s with the image on the node.
-    #[arg(long, default_value = "0s")]
+    /// pod its own draw) or one duration ("0s": at once). The default is what
+    /// scripts/realk8s measured with the image on the node.
+    #[arg(long, default_value = "500ms..800ms")]
     pub pod_start: rolltest_minicluster::kubelet::PodStart,
 }
 

@@ -32,6 +32,8 @@ fn percentile(mut v: Vec<Duration>, q: f64) -> Duration {
 async fn cluster() -> EmbeddedCluster {
     EmbeddedCluster::start(&ClusterOptions {
         demo_binary: Some(env!("CARGO_BIN_EXE_rolltest").into()),
+        // The embedded cluster's own speed, without a real kubelet's start.
+        pod_start: rolltest_minicluster::kubelet::PodStart::NONE,
         ..ClusterOptions::default()
     })
     .await

@@ -50,7 +50,8 @@ pub struct ClusterOptions {
     /// Where pod logs go (`None`: a temporary directory removed on shutdown).
     pub work_dir: Option<PathBuf>,
     /// How long each pod takes from its binding to a running container
-    /// ([`PodStart::NONE`]: at once).
+    /// (default [`DEFAULT_POD_START`](crate::kubelet::DEFAULT_POD_START);
+    /// [`PodStart::NONE`]: at once).
     pub pod_start: PodStart,
 }
 
@@ -77,7 +78,7 @@ impl Default for ClusterOptions {
             images: ImageMap::new(),
             demo_binary: None,
             work_dir: None,
-            pod_start: PodStart::NONE,
+            pod_start: crate::kubelet::DEFAULT_POD_START,
         }
     }
 }

@@ -130,7 +130,9 @@ pub(in crate::scenario) fn validate<E>(
         proxy,
         l7_retry: e.l7_retry.unwrap_or(false),
         nodes,
-        pod_start: e.pod_start.unwrap_or(PodStart::NONE),
+        pod_start: e
+            .pod_start
+            .unwrap_or(rolltest_minicluster::kubelet::DEFAULT_POD_START),
         images,
     })
 }

@@ -317,7 +317,10 @@ mod tests {
         };
         assert_eq!(e.nodes, 2);
         assert_eq!(e.proxy, ProxyKind::L4);
-        assert!(e.pod_start.is_none());
+        assert_eq!(
+            e.pod_start,
+            rolltest_minicluster::kubelet::DEFAULT_POD_START
+        );
         let slow = parse(
             "[cluster]\nmode = \"embedded\"\nmanifests = [\"m/d.yaml\"]\n[cluster.embedded]\npod_start = \"500ms..900ms\"\n",
         )

@@ -6,13 +6,19 @@
 //!   `AddPod` starts when the kubelet first syncs the pod, before the
 //!   container exists): it ticks every `periodSeconds` from the pod's start
 //!   on this kubelet, across container restarts. A probe attempt happens on a
-//!   tick only; a tick before the container runs finds nothing to probe.
+//!   tick only; a tick before the kubelet's status shows the container
+//!   running (`seen_at`, [`STATUS_SYNC`](super::STATUS_SYNC) after its
+//!   start) finds nothing to probe.
 //! - An attempt inside `initialDelaySeconds` of the container's start is
 //!   skipped, so the first run lands on the first tick after the delay.
 //! - While a startup probe has not succeeded only it runs; once the container
 //!   counts as started, readiness runs at once (the kubelet's manual trigger
 //!   on the pod sync that sees it started, itself subject to the initial
-//!   delay) and then on its ticks, and liveness on its ticks.
+//!   delay) and then on its ticks, and liveness on its ticks. Without a
+//!   startup probe the container counts as started when the status shows
+//!   it running, so readiness runs then: after the app has had the status
+//!   sync's few milliseconds to listen, as on a real kubelet, whose first
+//!   readiness probe usually succeeds.
 //! - A run holds the worker: a tick during it waits (Go's ticker channel
 //!   keeps one, drops the rest), so the next run starts as soon as a slow one
 //!   ends and a probe slower than its period runs back to back, about every
@@ -22,7 +28,8 @@
 //!
 //! Two upstream details are left out: the random start-up jitter (only after
 //! a kubelet restart) and re-triggering readiness on every later pod sync
-//! while it is not Success (here it is triggered once, when started).
+//! while it is not Success (here it is triggered once, when started; upstream
+//! the first result's sync triggers it once more, milliseconds later).
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -76,9 +83,17 @@ pub struct Probes {
 }
 
 impl Probes {
-    /// Probes of a container that started at `started_at`, in a pod whose
-    /// probe tickers started at `ticker_origin` (no later than `started_at`).
-    pub fn new(c: &ContainerPlan, ticker_origin: Instant, started_at: Instant) -> Self {
+    /// Probes of a container that started at `started_at` and that the
+    /// kubelet's status shows running from `seen_at` on (no probe runs
+    /// before), in a pod whose probe tickers started at `ticker_origin` (no
+    /// later than `started_at`).
+    pub fn new(
+        c: &ContainerPlan,
+        ticker_origin: Instant,
+        started_at: Instant,
+        seen_at: Instant,
+    ) -> Self {
+        let seen_at = seen_at.max(started_at);
         let mut probes = Probes {
             ticker_origin: ticker_origin.min(started_at),
             started_at,
@@ -101,12 +116,12 @@ impl Probes {
             let next = probes
                 .startup
                 .as_ref()
-                .map(|p| probes.first_attempt(p, started_at));
+                .map(|p| probes.first_attempt(p, seen_at));
             if let Some(p) = probes.startup.as_mut() {
                 p.next = next;
             }
         } else {
-            probes.mark_started(started_at);
+            probes.mark_started(seen_at);
         }
         probes
     }
@@ -319,7 +334,7 @@ mod tests {
             "livenessProbe": {"tcpSocket": {"port": 1}, "initialDelaySeconds": 5}}));
         let t0 = Instant::now();
         let start = t0 + ms(300);
-        let mut p = Probes::new(&c, t0, start);
+        let mut p = Probes::new(&c, t0, start, start + ms(10));
         assert!(!p.started() && !p.ready());
         // No startup probe before the first tick of the pod's ticker.
         assert!(p.take_due(start).is_empty());
@@ -346,13 +361,36 @@ mod tests {
     }
 
     #[test]
+    fn readiness_runs_when_the_status_shows_the_container_running_not_at_its_start() {
+        let c = plan(serde_json::json!({"name": "app",
+            "readinessProbe": {"tcpSocket": {"port": 1}, "periodSeconds": 1},
+            "livenessProbe": {"tcpSocket": {"port": 1}, "periodSeconds": 1}}));
+        let t0 = Instant::now();
+        let start = t0 + ms(400);
+        let seen = start + ms(10);
+        let mut p = Probes::new(&c, t0, start, seen);
+        assert!(!p.ready());
+        // Nothing at the start itself: the app may not listen yet.
+        assert!(p.take_due(start).is_empty());
+        assert!(p.take_due(seen - ms(1)).is_empty());
+        // The manual trigger of the sync that shows it running.
+        assert_eq!(p.next_due(), Some(seen));
+        let due: Vec<_> = p.take_due(seen).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(due, vec![ProbeKind::Readiness]);
+        // Liveness on the pod's ticker (1 s after the pod's start), not at once.
+        assert_eq!(p.next_due(), Some(t0 + S));
+        p.finished(ProbeKind::Readiness, true, seen + ms(2));
+        assert!(p.ready());
+    }
+
+    #[test]
     fn inside_the_initial_delay_the_first_probe_is_the_next_tick() {
         let c = plan(serde_json::json!({"name": "app",
             "readinessProbe": {"tcpSocket": {"port": 1}, "initialDelaySeconds": 3, "periodSeconds": 2},
             "livenessProbe": {"tcpSocket": {"port": 1}, "initialDelaySeconds": 3, "periodSeconds": 2}}));
         let t0 = Instant::now();
         let start = t0 + ms(500);
-        let mut p = Probes::new(&c, t0, start);
+        let mut p = Probes::new(&c, t0, start, start + ms(10));
         // The trigger at start is inside the delay (which ends at 3.5 s):
         // both run on the tick at 4 s, not at 3.5 s.
         assert!(p.take_due(start).is_empty());
@@ -366,7 +404,7 @@ mod tests {
         let c = plan(serde_json::json!({"name": "app",
             "readinessProbe": {"tcpSocket": {"port": 1}, "periodSeconds": 1}}));
         let t0 = Instant::now();
-        let mut p = Probes::new(&c, t0, t0);
+        let mut p = Probes::new(&c, t0, t0, t0);
         assert_eq!(p.take_due(t0).len(), 1);
         // It ran 2.5 periods: the tick that came meanwhile runs it at once.
         p.finished(ProbeKind::Readiness, false, t0 + ms(2_500));
@@ -381,7 +419,7 @@ mod tests {
     #[test]
     fn no_probes_means_ready_at_once() {
         let now = Instant::now();
-        let p = Probes::new(&plan(serde_json::json!({"name": "app"})), now, now);
+        let p = Probes::new(&plan(serde_json::json!({"name": "app"})), now, now, now);
         assert!(p.started() && p.ready());
         assert_eq!(p.next_due(), None);
     }

@@ -5,10 +5,13 @@
 //! plugin for the pod's address, then creates and starts the container; with
 //! the image already on the node that took 0.54–0.80 s per pod on
 //! `scripts/realk8s` (pod created → container started, six pods of a
-//! rollout), each pod its own time. The embedded kubelet starts a process in
-//! about a millisecond, so without a [`PodStart`] every new pod of a rollout
-//! starts (and turns Ready) in the same instant and the Deployment
-//! controller deletes the old pods in batches a real cluster does not show.
+//! rollout; 0.50–0.64 s in a later run), each pod its own time. The
+//! embedded kubelet starts a process in about a millisecond, so without a
+//! [`PodStart`] every new pod of a rollout starts (and, its first readiness
+//! probe passing, turns Ready) in the same instant, the Deployment
+//! controller deletes the old pods in batches a real cluster does not show,
+//! and every deletion lands just after a proxy sync and waits out a whole
+//! sync period. Hence the default, [`DEFAULT_POD_START`].
 
 use std::{
     fmt,
@@ -21,8 +24,8 @@ use crate::proxy::{Propagation, PropagationParseError};
 
 /// The delay before each pod's sandbox and container start: a duration
 /// drawn for each pod between `min` and `max` (uniformly), or exactly `min`
-/// when they are equal. [`PodStart::NONE`] (the default) starts pods at
-/// once. Written like `endpoint_propagation` (`"500ms..900ms"`, `"700ms"`),
+/// when they are equal. [`PodStart::NONE`] (`"0s"`) starts pods at once;
+/// the default is [`DEFAULT_POD_START`]. Written like `endpoint_propagation` (`"500ms..900ms"`, `"700ms"`),
 /// whose text form, parser and checks it shares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(from = "Propagation", into = "Propagation")]
@@ -32,6 +35,14 @@ pub struct PodStart {
     /// Longest delay (at least `min`).
     pub max: Duration,
 }
+
+/// The default start delay, `500ms..800ms`: what `scripts/realk8s`
+/// measured from a pod's creation to its container's start with the image
+/// on the node (see the module docs).
+pub const DEFAULT_POD_START: PodStart = PodStart {
+    min: Duration::from_millis(500),
+    max: Duration::from_millis(800),
+};
 
 impl PodStart {
     /// No delay: a pod's process starts as soon as the kubelet sees it.

@@ -23,7 +23,7 @@ use tokio::{
 };
 
 use super::{
-    PodInfo, RELIST, Shared,
+    PodInfo, RELIST, STATUS_SYNC, Shared,
     events::{BackOff, StopWhy, publish},
     lock,
     probes::{Probes, kind_name, run_probe},
@@ -383,21 +383,14 @@ impl Worker {
         self.instances += 1;
         let started_at = now_rfc3339();
         let container_id = format!("rolltest://{}", process.pid());
-        let mut probes = Probes::new(&c, self.probe_ticker_origin, process.started_at());
+        // The status shows the container running only after the sync that
+        // follows its start, and the readiness probe is triggered then.
+        let seen_at = process.started_at() + STATUS_SYNC;
+        let mut probes = Probes::new(&c, self.probe_ticker_origin, process.started_at(), seen_at);
         let pod_ip = process.spec().pod_ip;
-        self.view.phase = "Running";
-        self.view.pod_ip = Some(pod_ip);
-        self.view
-            .start_time
-            .get_or_insert_with(|| started_at.clone());
-        self.view.state = running(&started_at);
-        self.view.last_state = self
-            .last_terminated
-            .clone()
-            .unwrap_or_else(|| serde_json::json!({}));
-        self.view.container_id = Some(container_id.clone());
-        self.view.started = probes.started();
-        self.view.ready = probes.ready();
+        // Until then the status keeps what it showed (waiting, or the last
+        // termination of a restarted container).
+        let mut shown = false;
         self.event(
             "Normal",
             "Pulled",
@@ -410,7 +403,6 @@ impl Worker {
             &format!("Created container: {}", c.name),
             true,
         );
-        self.write();
         self.event(
             "Normal",
             "Started",
@@ -447,7 +439,10 @@ impl Worker {
             let changed = match desired {
                 Some(d) => Some(d),
                 None => {
-                    let due = probes.next_due();
+                    let due = match probes.next_due() {
+                        _ if !shown => Some(seen_at),
+                        due => due,
+                    };
                     tokio::select! {
                         r = &mut wait, if stop.is_none() => break r,
                         r = maybe(stop.as_mut().map(|s| s.as_mut())) => break r,
@@ -461,6 +456,11 @@ impl Worker {
                             *self.desired.borrow_and_update()
                         }),
                         _ = sleep_until(due) => {
+                            if !shown {
+                                shown = true;
+                                self.show_running(&started_at, &container_id, pod_ip, &probes);
+                                self.write();
+                            }
                             for (kind, spec) in probes.take_due(Instant::now()) {
                                 let ctx = ctx.clone();
                                 tasks.spawn(async move {
@@ -545,6 +545,11 @@ impl Worker {
         if !self.relist(exit.at).await {
             return Outcome::Killed;
         }
+        if !shown {
+            // It ran and ended between two looks at it: the status goes
+            // from what it showed straight to the termination.
+            self.show_running(&started_at, &container_id, pod_ip, &probes);
+        }
         self.last_exit = Some(exit);
         let state = terminated(&exit, &started_at, Some(&container_id));
         self.last_terminated = Some(state.clone());
@@ -558,6 +563,29 @@ impl Worker {
                 success: exit.success(),
             },
         }
+    }
+
+    /// The pod's view of a running container (not written).
+    fn show_running(
+        &mut self,
+        started_at: &str,
+        container_id: &str,
+        pod_ip: IpAddr,
+        probes: &Probes,
+    ) {
+        self.view.phase = "Running";
+        self.view.pod_ip = Some(pod_ip);
+        self.view
+            .start_time
+            .get_or_insert_with(|| started_at.to_owned());
+        self.view.state = running(started_at);
+        self.view.last_state = self
+            .last_terminated
+            .clone()
+            .unwrap_or_else(|| serde_json::json!({}));
+        self.view.container_id = Some(container_id.to_owned());
+        self.view.started = probes.started();
+        self.view.ready = probes.ready();
     }
 
     /// Publishes a step of the termination sequence: a real kubelet's Event
