@@ -96,7 +96,7 @@ pub struct ClusterUpArgs {
     /// a real kubelet's sandbox, network and container start: MIN..MAX (each
     /// pod its own draw) or one duration ("0s": at once). The default is what
     /// scripts/realk8s measured with the image on the node.
-    #[arg(long, default_value = "500ms..800ms")]
+    #[arg(long, default_value_t = rolltest_minicluster::kubelet::DEFAULT_POD_START)]
     pub pod_start: rolltest_minicluster::kubelet::PodStart,
 }
 

@@ -30,7 +30,8 @@ pub struct RawEmbedded {
     pub nodes: Option<u32>,
     /// How long each pod takes from its binding to a running container, like
     /// a real kubelet's sandbox, network and container start: `"500ms..900ms"`
-    /// (each pod its own draw) or `"700ms"` (default: at once).
+    /// (each pod its own draw), `"700ms"`, or `"0s"` (at once); default
+    /// [`DEFAULT_POD_START`](rolltest_minicluster::kubelet::DEFAULT_POD_START).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_start: Option<PodStart>,
     /// Image → local command (the manifest's args are appended); a command

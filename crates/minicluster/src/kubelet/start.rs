@@ -25,9 +25,10 @@ use crate::proxy::{Propagation, PropagationParseError};
 /// The delay before each pod's sandbox and container start: a duration
 /// drawn for each pod between `min` and `max` (uniformly), or exactly `min`
 /// when they are equal. [`PodStart::NONE`] (`"0s"`) starts pods at once;
-/// the default is [`DEFAULT_POD_START`]. Written like `endpoint_propagation` (`"500ms..900ms"`, `"700ms"`),
-/// whose text form, parser and checks it shares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+/// the default is [`DEFAULT_POD_START`]. Written like
+/// `endpoint_propagation` (`"500ms..900ms"`, `"700ms"`), whose text form,
+/// parser and checks it shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(from = "Propagation", into = "Propagation")]
 pub struct PodStart {
     /// Shortest delay.
@@ -51,11 +52,6 @@ impl PodStart {
         max: Duration::ZERO,
     };
 
-    /// Whether pods start at once.
-    pub fn is_none(&self) -> bool {
-        self.max.is_zero()
-    }
-
     /// The delay for the pod with this uid: a fresh draw between `min` and
     /// `max` (each process seeds its own hasher, so runs differ).
     pub fn draw(&self, uid: &str) -> Duration {
@@ -65,6 +61,13 @@ impl PodStart {
         }
         let unit = (RandomState::new().hash_one(uid) >> 11) as f64 / (1u64 << 53) as f64;
         self.min + span.mul_f64(unit)
+    }
+}
+
+impl Default for PodStart {
+    /// [`DEFAULT_POD_START`], what a real kubelet takes; not "at once".
+    fn default() -> Self {
+        DEFAULT_POD_START
     }
 }
 
@@ -126,7 +129,6 @@ mod tests {
         assert!((40..=160).contains(&low), "{low} of 200 below the middle");
         assert!("900ms..500ms".parse::<PodStart>().is_err());
         assert!("soon".parse::<PodStart>().is_err());
-        assert!(PodStart::NONE.is_none() && PodStart::default().is_none());
         assert_eq!(PodStart::NONE.draw("a"), Duration::ZERO);
     }
 }

@@ -389,8 +389,8 @@ impl Worker {
         let mut probes = Probes::new(&c, self.probe_ticker_origin, process.started_at(), seen_at);
         let pod_ip = process.spec().pod_ip;
         // Until then the status keeps what it showed (waiting, or the last
-        // termination of a restarted container).
-        let mut shown = false;
+        // termination of a restarted container); `None` once shown.
+        let mut show_at = Some(seen_at);
         self.event(
             "Normal",
             "Pulled",
@@ -439,10 +439,8 @@ impl Worker {
             let changed = match desired {
                 Some(d) => Some(d),
                 None => {
-                    let due = match probes.next_due() {
-                        _ if !shown => Some(seen_at),
-                        due => due,
-                    };
+                    // No probe is due before the status shows the container.
+                    let due = show_at.or_else(|| probes.next_due());
                     tokio::select! {
                         r = &mut wait, if stop.is_none() => break r,
                         r = maybe(stop.as_mut().map(|s| s.as_mut())) => break r,
@@ -456,8 +454,7 @@ impl Worker {
                             *self.desired.borrow_and_update()
                         }),
                         _ = sleep_until(due) => {
-                            if !shown {
-                                shown = true;
+                            if show_at.take().is_some() {
                                 self.show_running(&started_at, &container_id, pod_ip, &probes);
                                 self.write();
                             }
@@ -545,7 +542,7 @@ impl Worker {
         if !self.relist(exit.at).await {
             return Outcome::Killed;
         }
-        if !shown {
+        if show_at.is_some() {
             // It ran and ended between two looks at it: the status goes
             // from what it showed straight to the termination.
             self.show_running(&started_at, &container_id, pod_ip, &probes);
