@@ -614,6 +614,42 @@ async fn failing_liveness_probe_restarts_the_container() {
     h.shutdown().await;
 }
 
+/// The first readiness probe runs when the status shows the container
+/// running (`STATUS_SYNC` after its start, as kubelet 1.37's on-demand relist
+/// does), by which time a healthy app listens: it passes, and the pod is
+/// Ready at once. Probed at the spawn itself it would find nothing listening,
+/// fail, and leave the pod unready until the next tick of a 10 s ticker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_apps_first_readiness_probe_passes() {
+    let h = Harness::start();
+    h.create(
+        "quick",
+        json!({"readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10}}),
+        json!({}),
+    );
+    until("Running", Duration::from_secs(5), || {
+        h.pod("quick").filter(|p| p["status"]["phase"] == "Running")
+    })
+    .await;
+    let ready = until(
+        "Ready before the ticker's first tick",
+        Duration::from_secs(5),
+        || {
+            h.pod("quick")
+                .filter(|p| condition(p, "Ready").as_deref() == Some("True"))
+        },
+    )
+    .await;
+    assert_eq!(container(&ready)["ready"], true, "{ready}");
+    let failed: Vec<_> = h
+        .events("quick")
+        .into_iter()
+        .filter(|e| e.2 == "Unhealthy")
+        .collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    h.shutdown().await;
+}
+
 /// With a pod start delay (`[cluster.embedded] pod_start`) a bound pod stays
 /// Pending, with no address and no process, for that long, as a real
 /// kubelet's sandbox, network and container start take; then it runs. One
