@@ -41,12 +41,6 @@ REPO="$PWD"
 
 # name | embedded side | real side ("=": the same file, switched to the real
 # cluster by --kubeconfig/--context) | the exit code the scenario documents
-#
-# A fifth field names checks that are reported but not asserted for that pair
-# (printed as "known", with the reason in KNOWN_WHY below), for a difference
-# measured on realk8s and not yet explained. None is left: naive's dominant
-# cause was one until the embedded kubelet got a real one's pod start delay
-# and first readiness probe (every new pod turned Ready in the same instant).
 PAIRS=(
     "naive|scenarios/differential/naive.toml|scenarios/kind/naive.toml|1"
     "fixed|scenarios/differential/fixed.toml|scenarios/kind/fixed.toml|0"
@@ -60,9 +54,6 @@ PAIRS=(
     "keepalive-race-broken|scenarios/embedded/keepalive-race-broken.toml|scenarios/kind/keepalive-race-broken.toml|1"
     "keepalive-race-fixed|scenarios/embedded/keepalive-race-fixed.toml|scenarios/kind/keepalive-race-fixed.toml|0"
 )
-
-# Why a check is only reported for the pairs that name it.
-declare -A KNOWN_WHY=()
 
 usage() {
     sed -n '9,13p' "$0" | sed 's/^# \{0,1\}//' >&2
@@ -89,7 +80,7 @@ selected() { # name
 
 # Sets NAME EMB REAL WANT from a PAIRS entry.
 split_pair() {
-    IFS='|' read -r NAME EMB REAL WANT KNOWN <<<"$1"
+    IFS='|' read -r NAME EMB REAL WANT <<<"$1"
     if [[ $REAL == "=" ]]; then REAL="$EMB"; fi
 }
 
@@ -200,7 +191,7 @@ cmd_run() { # side out [kubeconfig context]
             local rc unexplained
             rc="$(cat "$out/$NAME/real.rc")"
             unexplained="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("errors_by_cause", {}).get("unexplained", 0))' "$out/$NAME/real/summary.json" 2>/dev/null || echo 0)"
-            if [[ $rc != "$WANT" || ($unexplained != 0 && ",$KNOWN," != *,real-unexplained,*) ]]; then
+            if [[ $rc != "$WANT" || $unexplained != 0 ]]; then
                 echo "== differential $NAME (real): exit $rc (documented: $WANT), $unexplained unexplained; once more, the first run kept in $out/$NAME/real-first"
                 rm -rf "${out:?}/$NAME/real-first"
                 mv "$out/$NAME/real" "$out/$NAME/real-first"
@@ -220,18 +211,13 @@ cmd_table() { # out
     local pairs=""
     for entry in "${PAIRS[@]}"; do
         split_pair "$entry"
-        if selected "$NAME"; then pairs+="$NAME|$EMB|$REAL|$WANT|$KNOWN"$'\n'; fi
+        if selected "$NAME"; then pairs+="$NAME|$EMB|$REAL|$WANT"$'\n'; fi
     done
-    local why=""
-    for k in "${!KNOWN_WHY[@]}"; do why+="$k=${KNOWN_WHY[$k]}"$'\n'; done
-    DIFF_KNOWN_WHY="$why" DIFF_PAIRS="$pairs" python3 - "$out" <<'PY'
+    DIFF_PAIRS="$pairs" python3 - "$out" <<'PY'
 import csv, json, os, statistics, sys
 
 out = sys.argv[1]
 pairs = [line.split("|") for line in os.environ["DIFF_PAIRS"].splitlines() if line.strip()]
-known = {p[0]: set(filter(None, p[4].split(","))) for p in pairs}
-pairs = [p[:4] for p in pairs]
-known_why = dict(line.split("=", 1) for line in os.environ.get("DIFF_KNOWN_WHY", "").splitlines() if "=" in line)
 
 
 def load(name, side):
@@ -343,10 +329,7 @@ details = []
 asserts = []
 
 
-def check(ok, name, what, detail="", key=None):
-    if not ok and key in known.get(name, ()):
-        asserts.append(("known", f"differential {name}: {what}", f"{detail} (reported, not asserted: {known_why.get(key, key)})"))
-        return
+def check(ok, name, what, detail=""):
     asserts.append(("ok" if ok else "FAIL", f"differential {name}: {what}", detail))
 
 
@@ -382,15 +365,14 @@ for name, emb_file, real_file, want in pairs:
         check(str(x["rc"]) == want, name, f"{side}: exit {want} as the scenario documents",
               f"exit {x['rc']} ({x['verdict']}, {x['failed']} failed)")
         check(x["unexplained"] == 0, name, f"{side}: 0 unexplained",
-              f"{x['unexplained']} unexplained of {x['failed']} failed; {fmt_counts(x['causes'])}",
-              key=f"{side}-unexplained")
+              f"{x['unexplained']} unexplained of {x['failed']} failed; {fmt_counts(x['causes'])}")
     if r is not None and r["summary"] is not None:
         check(r["unattributed"] == 0, name, "real: every failure attributed to a cause",
               f"{r['unattributed']} of {r['failed']} failed requests have no cause")
     if e is not None and r is not None and e["summary"] is not None and r["summary"] is not None:
         check(e["verdict"] == r["verdict"], name, f"same verdict ({e['verdict']} / {r['verdict']})")
         check(bool(set(e["dominant"].split("+")) & set(r["dominant"].split("+"))), name, f"same dominant cause ({e['dominant']} / {r['dominant']})",
-              f"embedded {fmt_counts(e['causes'])}; real {fmt_counts(r['causes'])}", key="dominant")
+              f"embedded {fmt_counts(e['causes'])}; real {fmt_counts(r['causes'])}")
 
 widths = [max(len(str(row[i])) for row in rows + [hdr]) for i in range(len(hdr))]
 line = lambda row: "  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip()
@@ -427,9 +409,6 @@ cmd_compare() { # out
     while IFS=$'\t' read -r status what detail; do
         if [[ $status == ok ]]; then
             printf 'ok    %s\n' "$what"
-        elif [[ $status == known ]]; then
-            printf 'known %s\n' "$what"
-            [[ -n $detail ]] && printf '      %s\n' "$detail"
         else
             failed=$((failed + 1))
             printf 'FAIL  %s\n' "$what"
