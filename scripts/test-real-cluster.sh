@@ -261,8 +261,18 @@ ready_pods="$(k get pods --no-headers | awk '$2 == "1/1" && $3 == "Running"' | w
 [[ $ready_pods == 6 ]] && pass "kubectl get pods: 6 pods 1/1 Running (READY column)" || fail "READY column" "$ready_pods of 6"
 pod_ips="$(k get pods -o jsonpath='{.items[*].status.podIP}')"
 [[ $pod_ips =~ 10\.244\.[23]\. && ! $pod_ips =~ 10\.244\.1\. ]] && pass "pods on the workers, in their own network namespaces ($pod_ips)" || fail "pod addresses" "$pod_ips"
-hdr="$(curl -sS -m 5 -D - -o /dev/null http://127.0.0.1:30080/ | tr -d '\r' | grep -i '^x-rolltest-pod:')"
-[[ $hdr == *api-* ]] && pass "the Service answers at 127.0.0.1:30080 (localhost NodePort): $hdr" || fail "localhost NodePort" "$hdr"
+# `rollout status` returns as soon as the pods are Ready; kube-proxy (minSyncPeriod 1s) may
+# program their endpoints up to a sync later, and until then the NodePort rejects. So ask
+# for up to 10 s (20 tries), and say how long it took.
+nodeport_t0=$(date +%s%N)
+for _ in $(seq 20); do
+    hdr="$(curl -sS -m 5 -D - -o /dev/null http://127.0.0.1:30080/ 2>&1 | tr -d '\r' | grep -i -e '^x-rolltest-pod:' -e '^curl:')"
+    [[ $hdr == *api-* ]] && break
+    sleep 0.5
+done
+nodeport_ms=$((($(date +%s%N) - nodeport_t0) / 1000000))
+[[ $hdr == *api-* ]] && pass "the Service answers at 127.0.0.1:30080 (localhost NodePort) ${nodeport_ms} ms after rollout status: $hdr" ||
+    fail "localhost NodePort" "no answer in ${nodeport_ms} ms; last: $hdr"
 pod="$(k get pods -o jsonpath='{.items[0].metadata.name}')"
 check "kubectl logs" bash -c "kubectl --kubeconfig '$KUBECONFIG_FILE' logs '$pod' | grep -q ."
 check "kubectl scale" k scale deployment/api --replicas=3
