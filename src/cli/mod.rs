@@ -184,7 +184,7 @@ pub struct LoadArgs {
     pub idle_timeout: Option<String>,
     /// Requests closer together than this leave in small groups, each request
     /// at most this late; larger values cost less CPU per request at high
-    /// rates. Default: 100us up to 20k req/s, 1ms above.
+    /// rates. Default: 100us up to 10k req/s, 200us above.
     #[arg(long)]
     pub send_quantum: Option<String>,
     /// Fail the verdict when more than this many requests failed (default 0).

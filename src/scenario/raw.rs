@@ -86,7 +86,7 @@ pub struct RawLoad {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout: Option<PositiveDuration>,
     /// Send requests that are closer together than this in groups (default:
-    /// 100us up to 20k req/s, 1ms above).
+    /// 100us up to 10k req/s, 200us above).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub send_quantum: Option<PositiveDuration>,
 }

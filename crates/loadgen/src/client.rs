@@ -1,10 +1,12 @@
-//! The client thread: a single-threaded tokio runtime, raw hyper HTTP/1.1
-//! connections and a LIFO keep-alive pool. Every request is its own local
-//! task; connections are opened on demand, so against a slow target the pool
-//! grows until `max_in_flight` (enforced by the pacer) is the only bound.
+//! The client thread: a single-threaded tokio runtime running the pacing
+//! loop ([`dispatch`]) and the connection pool ([`Pool`]): requests are
+//! serialized once and written straight to pooled sockets, responses parsed
+//! with `httparse` (see `pool.rs` for why a request costs no task, channel or
+//! timer of its own). Connections are opened on demand, so against a slow
+//! target the pool grows until `max_in_flight` (enforced by the pacer) is the
+//! only bound. The warm-up [`probe`] is an independent client: hyper's.
 
 use std::{
-    cell::RefCell,
     net::SocketAddr,
     rc::Rc,
     sync::{Arc, atomic::Ordering},
@@ -13,29 +15,22 @@ use std::{
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, header};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use tokio::task::LocalSet;
 
 use super::{
     LiveCounters, RecordSender, Stop,
-    classify::{Stage, classify},
+    http1::encode_request,
     pacer::Pacer,
-    pool::Pool,
+    pool::{Job, Pool, Wire},
     timer::PreciseTimer,
 };
-use rolltest_core::model::{ConnRecord, ErrorKind, Outcome, RequestRecord, RunClock};
+use rolltest_core::model::{ConnRecord, RequestRecord, RunClock};
 
 use crate::{LoadSpec, Target};
 
 /// The response header naming the pod that served a request.
 pub const POD_HEADER: &str = "x-rolltest-pod";
-
-/// One request to send.
-#[derive(Debug, Clone, Copy)]
-pub struct Job {
-    pub seq: u64,
-    pub intended_us: u64,
-}
 
 /// Everything needed to build each request, prepared once.
 #[derive(Debug, Clone)]
@@ -71,6 +66,20 @@ impl RequestTemplate {
             headers,
             body: target.body.clone(),
             keepalive,
+        }
+    }
+
+    /// The request as the load writes it: serialized once.
+    pub fn wire(&self) -> Wire {
+        Wire {
+            request: encode_request(
+                &self.method,
+                self.path.path_and_query().map_or("/", |p| p.as_str()),
+                &self.headers,
+                &self.body,
+            ),
+            method: self.method.clone(),
+            keepalive: self.keepalive,
         }
     }
 
@@ -167,21 +176,16 @@ pub async fn probe_connect(addr: SocketAddr) -> std::io::Result<tokio::net::TcpS
     tokio::net::TcpStream::connect(addr).await
 }
 
-struct Client {
-    pool: Rc<Pool>,
-    template: RequestTemplate,
-    timeout: Duration,
-    clock: RunClock,
-    live: Arc<LiveCounters>,
-    batch: RefCell<Vec<RequestRecord>>,
-}
-
 /// How often finished records are handed to the writer.
 const FLUSH_EVERY: Duration = Duration::from_millis(20);
 /// Longest timer wait, so a stop request is noticed promptly.
 const MAX_WAIT: Duration = Duration::from_millis(20);
+/// Longest tick at which the dispatcher reads responses only at its ticks.
+const READ_AT_TICKS_UP_TO: Duration = Duration::from_millis(1);
+/// How often the dispatcher looks for requests past their timeout.
+const EXPIRE_EVERY: Duration = Duration::from_millis(5);
 /// After this many dispatches in a row (a generator catching up), let the
-/// request tasks and the IO driver run before dispatching more.
+/// connections' tasks and the IO driver run before dispatching more.
 const BURST: u32 = 32;
 
 /// What the generator needs to run.
@@ -224,26 +228,27 @@ pub fn run(
         completed: false,
         error: Some(error),
     };
+    // IO and time only: the signal and process drivers would be polled on
+    // every park (tokio reaps orphaned child processes there) for nothing.
     let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
+        .enable_io()
+        .enable_time()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => return failed_start(e),
     };
-    let client = Rc::new(Client {
-        pool: Pool::new(
-            params.addr,
-            live.clone(),
-            params.clock,
-            params.spec.idle_timeout,
-        ),
-        template: params.template,
-        timeout: params.spec.timeout,
-        clock: params.clock,
-        live,
-        batch: RefCell::new(Vec::with_capacity(1024)),
-    });
+    let pool = match Pool::new(
+        params.addr,
+        params.template.wire(),
+        params.spec.timeout,
+        params.spec.idle_timeout,
+        live.clone(),
+        params.clock,
+    ) {
+        Ok(pool) => pool,
+        Err(e) => return failed_start(e),
+    };
     let local = LocalSet::new();
     local.block_on(&runtime, async move {
         let mut timer = match PreciseTimer::new() {
@@ -251,33 +256,57 @@ pub fn run(
             Err(e) => return failed_start(e),
         };
         let flusher = {
-            let client = client.clone();
+            let pool = pool.clone();
             let records = records.clone();
             tokio::task::spawn_local(async move {
                 let mut tick = tokio::time::interval(FLUSH_EVERY);
                 loop {
                     tick.tick().await;
-                    client.flush(&records);
+                    flush(&pool, &records);
                 }
             })
         };
         if params.spec.keepalive {
-            client.pool.warm_up(warm_connections(&params.spec)).await;
+            pool.warm_up(warm_connections(&params.spec)).await;
         }
-        let result = dispatch(&client, &params.spec, params.origin, &mut timer, stop).await;
+        let result = dispatch(
+            &pool,
+            &params.spec,
+            params.clock,
+            params.origin,
+            &mut timer,
+            stop,
+            &live,
+        )
+        .await;
         // Every request has its own timeout; wait for the stragglers.
-        let deadline = Instant::now() + client.timeout + Duration::from_secs(2);
-        while client.live.in_flight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(2)).await;
+        let deadline = Instant::now() + params.spec.timeout + Duration::from_secs(2);
+        loop {
+            pool.process();
+            pool.expire(params.clock.now_micros());
+            if live.in_flight.load(Ordering::Acquire) == 0 || Instant::now() >= deadline {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(EXPIRE_EVERY) => {}
+                _ = pool.ready() => {}
+            }
         }
         flusher.abort();
-        client.flush(&records);
-        client.pool.clear();
+        flush(&pool, &records);
+        pool.clear();
         Finished {
-            conns: client.pool.take_opened(),
+            conns: pool.take_opened(),
             ..result
         }
     })
+}
+
+fn flush(pool: &Pool, records: &RecordSender) {
+    let batch = pool.take_batch();
+    if !batch.is_empty() {
+        let _ = records.send(batch);
+    }
 }
 
 /// Connections opened before the first request is due: enough for the
@@ -289,26 +318,35 @@ fn warm_connections(spec: &LoadSpec) -> usize {
     ((spec.rate / 1000.0).ceil() as usize).clamp(1, spec.max_in_flight.min(256))
 }
 
-/// The pacing loop: hands each request to its own task at its due time.
+/// The pacing loop: hands each request to the pool at its due time.
 async fn dispatch(
-    client: &Rc<Client>,
+    pool: &Rc<Pool>,
     spec: &LoadSpec,
+    clock: RunClock,
     origin: Instant,
     timer: &mut PreciseTimer,
     stop: &Stop,
+    live: &LiveCounters,
 ) -> Finished {
     let pacer = Pacer::new(spec.rate);
     let total = pacer.count_before(spec.duration);
     // A generator so far behind that it would still be sending after the
     // schedule plus one timeout has ended gives up the rest as dropped.
     let give_up_at = origin + spec.duration + spec.timeout;
-    let mut periodic = match pacer.tick(spec.send_quantum(), MAX_WAIT) {
+    let tick = pacer.tick(spec.send_quantum(), MAX_WAIT);
+    let mut periodic = match tick {
         Some(tick) => timer.start_periodic(origin, tick).is_ok(),
         None => false,
     };
+    // Ticking often, the dispatcher reads responses at its ticks (each is
+    // timed by when it arrived, so none is late for it) and the thread
+    // wakes once per tick, not once more per response. Ticking seldom (or
+    // not at all), it wakes for responses as they arrive.
+    let read_at_ticks = periodic && tick.is_some_and(|tick| tick <= READ_AT_TICKS_UP_TO);
     let mut seq = 0;
     let mut burst = 0;
     let mut interrupted = false;
+    let mut next_expiry = origin;
     while seq < total {
         if stop.interrupt.load(Ordering::Relaxed) {
             interrupted = true;
@@ -319,44 +357,64 @@ async fn dispatch(
         }
         let due = origin + pacer.due(seq);
         let now = Instant::now();
+        if now >= next_expiry {
+            pool.expire(clock.micros(now));
+            next_expiry = now + EXPIRE_EVERY;
+        }
         if now < due {
             burst = 0;
-            let waited = if periodic {
+            let waited = if periodic && read_at_ticks {
                 timer.tick().await.map(|_| ())
             } else {
-                timer.sleep_until(due.min(now + MAX_WAIT)).await
+                let wake = due.min(now + MAX_WAIT);
+                tokio::select! {
+                    waited = async {
+                        if periodic {
+                            timer.tick().await.map(|_| ())
+                        } else {
+                            timer.sleep_until(wake).await
+                        }
+                    } => waited,
+                    _ = pool.ready() => Ok(()),
+                }
             };
             if waited.is_err() {
                 // The timer broke mid-run: fall back to tokio's coarser timer.
                 periodic = false;
                 tokio::time::sleep_until(due.into()).await;
             }
+            pool.process();
             continue;
         }
-        let intended_us = client.clock.micros(due);
+        let intended_us = clock.micros(due);
         if now > give_up_at {
             for s in seq..total {
-                let mut r = RequestRecord::dropped(s, client.clock.micros(origin + pacer.due(s)));
+                let mut r = RequestRecord::dropped(s, clock.micros(origin + pacer.due(s)));
                 r.detail = Some("the generator fell too far behind to send it".into());
-                client.record_dropped(r);
+                pool.record_dropped(r);
             }
             seq = total;
             break;
         }
-        if client.live.in_flight.load(Ordering::Acquire) >= spec.max_in_flight {
+        if live.in_flight.load(Ordering::Acquire) >= spec.max_in_flight {
             let mut r = RequestRecord::dropped(seq, intended_us);
             r.detail = Some(format!("{} requests already in flight", spec.max_in_flight));
-            client.record_dropped(r);
+            pool.record_dropped(r);
         } else {
-            client.live.in_flight.fetch_add(1, Ordering::AcqRel);
-            client.live.sent.fetch_add(1, Ordering::Relaxed);
-            tokio::task::spawn_local(client.clone().execute(Job { seq, intended_us }));
+            live.in_flight.fetch_add(1, Ordering::AcqRel);
+            live.sent.fetch_add(1, Ordering::Relaxed);
+            pool.submit(Job {
+                seq,
+                intended_us,
+                sent_us: clock.micros(now),
+            });
         }
         seq += 1;
         burst += 1;
         if burst >= BURST {
             burst = 0;
             tokio::task::yield_now().await;
+            pool.process();
         }
     }
     Finished {
@@ -365,116 +423,6 @@ async fn dispatch(
         interrupted,
         completed: seq >= total,
         error: None,
-    }
-}
-
-/// What one attempt produced.
-struct Exchange {
-    status: Option<u16>,
-    pod: Option<HeaderValue>,
-    conn: Option<u64>,
-    error: Option<(ErrorKind, String)>,
-}
-
-impl Client {
-    fn record_dropped(&self, record: RequestRecord) {
-        self.live.dropped.fetch_add(1, Ordering::Relaxed);
-        self.batch.borrow_mut().push(record);
-    }
-
-    fn flush(&self, records: &RecordSender) {
-        let batch = std::mem::take(&mut *self.batch.borrow_mut());
-        if !batch.is_empty() {
-            let _ = records.send(batch);
-        }
-    }
-
-    async fn execute(self: Rc<Self>, job: Job) {
-        let sent_us = self.clock.now_micros();
-        let mut exchange = Exchange {
-            status: None,
-            pod: None,
-            conn: None,
-            error: None,
-        };
-        if tokio::time::timeout(self.timeout, self.attempt(&mut exchange))
-            .await
-            .is_err()
-        {
-            exchange.error = Some((
-                ErrorKind::Timeout,
-                format!(
-                    "no complete response within {}",
-                    humantime::format_duration(self.timeout)
-                ),
-            ));
-        }
-        let end_us = self.clock.now_micros();
-        let outcome = match (&exchange.error, exchange.status) {
-            (Some((kind, _)), _) => Outcome::Failed(*kind),
-            (None, Some(code)) if code >= 500 => Outcome::Failed(ErrorKind::Http5xx),
-            (None, Some(code)) if code >= 400 => Outcome::Failed(ErrorKind::Http4xx),
-            (None, _) => Outcome::Ok,
-        };
-        let counter = if outcome == Outcome::Ok {
-            &self.live.ok
-        } else {
-            &self.live.failed
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        self.batch.borrow_mut().push(RequestRecord {
-            seq: job.seq,
-            intended_us: job.intended_us,
-            sent_us: Some(sent_us),
-            latency_us: Some(end_us.saturating_sub(job.intended_us)),
-            status: exchange.status,
-            outcome,
-            detail: exchange.error.map(|(_, d)| d),
-            pod: exchange
-                .pod
-                .and_then(|v| v.to_str().ok().map(str::to_string)),
-            conn: exchange.conn,
-            cause: None,
-            failed_tries: Vec::new(),
-        });
-        self.live.in_flight.fetch_sub(1, Ordering::AcqRel);
-    }
-
-    /// Sends one request and reads the whole response, filling `out` as it goes
-    /// (so a timeout still knows the connection and any status that arrived).
-    async fn attempt(&self, out: &mut Exchange) {
-        let checkout = if self.template.keepalive {
-            self.pool.checkout().await
-        } else {
-            self.pool.connect().await
-        };
-        let mut conn = match checkout {
-            Ok(conn) => conn,
-            Err(error) => {
-                out.error = Some(error);
-                return;
-            }
-        };
-        out.conn = Some(conn.id);
-        let response = match conn.sender.send_request(self.template.build()).await {
-            Ok(response) => response,
-            Err(e) => {
-                out.error = Some(classify(Stage::Exchange, &e));
-                return;
-            }
-        };
-        out.status = Some(response.status().as_u16());
-        out.pod = response.headers().get(POD_HEADER).cloned();
-        let mut body = response.into_body();
-        while let Some(frame) = body.frame().await {
-            if let Err(e) = frame {
-                out.error = Some(classify(Stage::Exchange, &e));
-                return;
-            }
-        }
-        if self.template.keepalive {
-            self.pool.checkin(conn);
-        }
     }
 }
 

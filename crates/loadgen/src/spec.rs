@@ -53,17 +53,19 @@ pub struct LoadSpec {
 /// Automatic send quantum up to [`AUTO_QUANTUM_MAX_RATE`]: schedule lag p50
 /// stays well under 0.1 ms.
 pub const PRECISE_SEND_QUANTUM: std::time::Duration = std::time::Duration::from_micros(100);
-/// Automatic send quantum above [`AUTO_QUANTUM_MAX_RATE`]: one wake-up per
-/// millisecond, as a single core needs to keep up at 40k req/s.
-pub const COARSE_SEND_QUANTUM: std::time::Duration = std::time::Duration::from_millis(1);
-/// Highest rate that gets the precise quantum automatically.
-pub const AUTO_QUANTUM_MAX_RATE: f64 = 20_000.0;
+/// Automatic send quantum above [`AUTO_QUANTUM_MAX_RATE`]: groups of two or
+/// more requests, one wake-up per group, each request at most 0.2 ms late.
+pub const COARSE_SEND_QUANTUM: std::time::Duration = std::time::Duration::from_micros(200);
+/// Highest rate that gets the precise quantum automatically (up to it, 100 µs
+/// groups hold at most one request: every request has its own wake-up anyway).
+pub const AUTO_QUANTUM_MAX_RATE: f64 = 10_000.0;
 
 impl LoadSpec {
     /// The send quantum in force: the configured one, else 100 µs up to
-    /// 20k req/s and 1 ms above (measured on a 2-core VM: at 40k req/s one
-    /// wake-up per 100 µs group costs ~22 µs of CPU per request and the
-    /// generator falls behind; 1 ms groups cost ~12 µs and hold the rate).
+    /// 10k req/s and 200 µs above (measured on a 2-core VM against nginx,
+    /// `scripts/bench-load.sh`: at 20k req/s 100 µs groups cost 6.1 µs of CPU
+    /// per request and 200 µs groups 4.9 µs, with schedule lag p99 0.06 and
+    /// 0.16 ms; 1 ms groups 3.4–4.1 µs for lag p99 0.96 ms).
     pub fn send_quantum(&self) -> std::time::Duration {
         self.send_quantum
             .unwrap_or(if self.rate <= AUTO_QUANTUM_MAX_RATE {
@@ -100,9 +102,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn send_quantum_is_precise_up_to_20k_then_coarse() {
+    fn send_quantum_is_precise_up_to_10k_then_coarse() {
         let mut spec = LoadSpec {
-            rate: 20_000.0,
+            rate: 10_000.0,
             duration: std::time::Duration::from_secs(1),
             timeout: std::time::Duration::from_secs(1),
             max_in_flight: 1,
@@ -111,7 +113,7 @@ mod tests {
             send_quantum: None,
         };
         assert_eq!(spec.send_quantum(), PRECISE_SEND_QUANTUM);
-        spec.rate = 20_001.0;
+        spec.rate = 10_001.0;
         assert_eq!(spec.send_quantum(), COARSE_SEND_QUANTUM);
         spec.send_quantum = Some(std::time::Duration::from_micros(50));
         assert_eq!(spec.send_quantum(), std::time::Duration::from_micros(50));

@@ -78,6 +78,10 @@ impl PreciseTimer {
                 )
             };
             if n == 8 {
+                // A read takes every expiration so far: the next one is a
+                // new event, so wait for it instead of a read that would say
+                // EAGAIN (one syscall fewer per tick).
+                guard.clear_ready();
                 return Ok(u64::from_ne_bytes(expirations));
             }
             let err = io::Error::last_os_error();
