@@ -360,3 +360,99 @@ fn pool_idle_timeout_closes_connections_idle_longer_instead_of_reusing_them() {
     assert_eq!(connections_used(Some(Duration::from_secs(1))).len(), 1);
     assert_eq!(connections_used(None).len(), 1);
 }
+
+/// A server that answers the requests on each connection with every way
+/// HTTP/1.1 frames a body, in turn: a `Content-Length` body larger than the
+/// generator's read buffer, a chunked body with a trailer, a 204, and a body
+/// that runs until the server closes (which ends the connection).
+fn framing_server() -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let big = vec![b'x'; 100_000];
+                for turn in 0..4 {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match stream.read(&mut byte) {
+                            Ok(1) => head.push(byte[0]),
+                            _ => return,
+                        }
+                    }
+                    let response: Vec<u8> = match turn {
+                        0 => [
+                            &b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\nx-rolltest-pod: p-length\r\n\r\n"[..],
+                            &big,
+                        ]
+                        .concat(),
+                        1 => b"HTTP/1.1 201 Created\r\ntransfer-encoding: chunked\r\nx-rolltest-pod: p-chunked\r\n\r\n\
+                               5;x=1\r\nhello\r\n0\r\nx-trailer: 1\r\n\r\n"
+                            .to_vec(),
+                        2 => b"HTTP/1.1 204 No Content\r\nx-rolltest-pod: p-empty\r\n\r\n".to_vec(),
+                        _ => b"HTTP/1.1 200 OK\r\nx-rolltest-pod: p-close\r\n\r\nbody until the close".to_vec(),
+                    };
+                    // Written in pieces, so responses also arrive split.
+                    for piece in response.chunks(7_000) {
+                        if stream.write_all(piece).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Every framing is read whole and the connection reused while the server
+/// allows it, whether responses are read as they arrive (a slow schedule)
+/// or at the dispatcher's ticks (a fast one).
+#[test]
+fn responses_framed_every_way_are_read_whole_and_connections_reused_until_the_close() {
+    let url = format!("http://{}/", framing_server());
+    for (rate, secs) in [(20.0, 1.0), (2000.0, 0.2)] {
+        let (records, _) = run_load(
+            &url,
+            &spec(rate, Duration::from_secs_f64(secs), Duration::from_secs(2)),
+        );
+        assert_eq!(records.len(), (rate * secs) as usize);
+        let mut by_conn: std::collections::BTreeMap<u64, Vec<(u16, String)>> = Default::default();
+        for r in &records {
+            assert_eq!(r.outcome, Outcome::Ok, "rate {rate}: {r:?}");
+            by_conn
+                .entry(r.conn.expect("a connection"))
+                .or_default()
+                .push((r.status.unwrap_or(0), r.pod.clone().unwrap_or_default()));
+        }
+        let turns = [
+            (200, "p-length"),
+            (201, "p-chunked"),
+            (204, "p-empty"),
+            (200, "p-close"),
+        ];
+        for (conn, seen) in &by_conn {
+            // Each connection carried the server's turns in order, at most
+            // four (the fourth response ends it).
+            assert!(seen.len() <= 4, "rate {rate}: connection {conn}: {seen:?}");
+            for (got, want) in seen.iter().zip(turns) {
+                assert_eq!(
+                    (got.0, got.1.as_str()),
+                    want,
+                    "rate {rate}: connection {conn}: {seen:?}"
+                );
+            }
+        }
+        // Reuse: far fewer connections than requests.
+        assert!(
+            by_conn.len() * 4 <= records.len() + 4 * 8,
+            "rate {rate}: {} connections for {} requests",
+            by_conn.len(),
+            records.len()
+        );
+    }
+}
