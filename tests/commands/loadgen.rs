@@ -456,3 +456,27 @@ fn responses_framed_every_way_are_read_whole_and_connections_reused_until_the_cl
         );
     }
 }
+
+/// Ticking every millisecond, the dispatcher reads responses only at its
+/// ticks, up to a millisecond after they arrived; each is still timed by
+/// its arrival (the kernel's receive timestamp), so against an app that
+/// answers at once the median latency stays far below the tick. Timed
+/// when read instead, it would be about one tick.
+#[test]
+fn responses_read_at_ticks_are_timed_by_their_arrival() {
+    let app = DemoApp::start(&[]);
+    let url = format!("http://{}/", app.addr);
+    let mut s = spec(1000.0, Duration::from_secs(1), Duration::from_secs(1));
+    s.send_quantum = Some(Duration::from_millis(1));
+    let (records, _) = run_load(&url, &s);
+    assert_eq!(records.len(), 1000);
+    let mut latencies: Vec<u64> = records
+        .iter()
+        .filter(|r| r.outcome == Outcome::Ok)
+        .filter_map(|r| r.latency_us)
+        .collect();
+    assert!(latencies.len() >= 990, "{} ok", latencies.len());
+    latencies.sort_unstable();
+    let median = latencies[latencies.len() / 2];
+    assert!(median < 500, "median latency {median} µs at 1 ms ticks");
+}

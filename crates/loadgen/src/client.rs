@@ -363,18 +363,18 @@ async fn dispatch(
         }
         if now < due {
             burst = 0;
+            let timer_wait = async {
+                if periodic {
+                    timer.tick().await.map(|_| ())
+                } else {
+                    timer.sleep_until(due.min(now + MAX_WAIT)).await
+                }
+            };
             let waited = if periodic && read_at_ticks {
-                timer.tick().await.map(|_| ())
+                timer_wait.await
             } else {
-                let wake = due.min(now + MAX_WAIT);
                 tokio::select! {
-                    waited = async {
-                        if periodic {
-                            timer.tick().await.map(|_| ())
-                        } else {
-                            timer.sleep_until(wake).await
-                        }
-                    } => waited,
+                    waited = timer_wait => waited,
                     _ = pool.ready() => Ok(()),
                 }
             };

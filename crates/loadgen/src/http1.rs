@@ -141,12 +141,6 @@ impl ResponseReader {
         self.partial.take()
     }
 
-    /// Starts over for the next request (after an error or a new request).
-    pub fn reset(&mut self) {
-        self.state = State::Head;
-        self.partial = None;
-    }
-
     /// Consumes what it can of `buf`: [`Progress::More`] with how many bytes
     /// it consumed when the response is not complete yet, or
     /// [`Progress::Done`] with how many bytes the response took.

@@ -237,13 +237,17 @@ impl Pool {
     /// connections that came free to waiting requests or the idle stack.
     /// Never waits.
     pub fn process(self: &Rc<Self>) {
-        let now = (Instant::now(), SystemTime::now());
         let mut events = std::mem::take(&mut *self.events.borrow_mut());
         loop {
             let more = {
                 let mut raw = self.raw_events.borrow_mut();
                 self.epoll.ready(&mut raw, &mut events).unwrap_or(false)
             };
+            if events.is_empty() {
+                break;
+            }
+            // Turns receive timestamps (wall clock) into run-clock time.
+            let now = (Instant::now(), SystemTime::now());
             for event in &events {
                 let conn = self
                     .conns
@@ -327,21 +331,7 @@ impl Pool {
             .cloned()
             .collect();
         for conn in late {
-            if let Some(job) = conn.job.take() {
-                let (status, pod) = {
-                    let mut reader = conn.reader.borrow_mut();
-                    (reader.status(), reader.take_pod())
-                };
-                self.finish(
-                    job,
-                    Some(conn.id),
-                    status,
-                    pod,
-                    Some(self.timeout_failure()),
-                    now_us,
-                );
-            }
-            self.close(&conn);
+            self.fail_and_close(&conn, self.timeout_failure(), now_us);
         }
     }
 
@@ -437,9 +427,10 @@ impl Pool {
 
     /// Writes `job`'s request on `conn`; its response is read by [`Pool::process`].
     fn send(self: &Rc<Self>, conn: &Rc<Conn>, job: Job) {
+        // The reader and `partial` are already at a response's start: a
+        // connection is only reused after a complete response with nothing
+        // after it.
         conn.job.set(Some(job));
-        conn.reader.borrow_mut().reset();
-        conn.partial.borrow_mut().clear();
         let request = &self.wire.request;
         let written = match (&conn.sock).write(request) {
             Ok(n) => n,
@@ -498,16 +489,20 @@ impl Pool {
     /// The request on `conn` failed as it was written: it is recorded with
     /// the write's error and the connection closed.
     fn write_failed(self: &Rc<Self>, conn: &Rc<Conn>, error: &io::Error) {
+        let now_us = self.clock.now_micros();
+        self.fail_and_close(conn, classify(Stage::Exchange, error), now_us);
+    }
+
+    /// Fails the request on `conn` (if any) with `failure` at run-clock
+    /// `at_us`, keeping the status and pod header if its head had arrived,
+    /// and closes the connection.
+    fn fail_and_close(&self, conn: &Rc<Conn>, failure: Failure, at_us: u64) {
         if let Some(job) = conn.job.take() {
-            let now_us = self.clock.now_micros();
-            self.finish(
-                job,
-                Some(conn.id),
-                None,
-                None,
-                Some(classify(Stage::Exchange, error)),
-                now_us,
-            );
+            let (status, pod) = {
+                let mut reader = conn.reader.borrow_mut();
+                (reader.status(), reader.take_pod())
+            };
+            self.finish(job, Some(conn.id), status, pod, Some(failure), at_us);
         }
         self.close(conn);
     }
@@ -589,20 +584,7 @@ impl Pool {
                 Some(used)
             }
             Err(e) => {
-                conn.job.set(None);
-                let (status, pod) = {
-                    let mut reader = conn.reader.borrow_mut();
-                    (reader.status(), reader.take_pod())
-                };
-                self.finish(
-                    job,
-                    Some(conn.id),
-                    status,
-                    pod,
-                    Some((ErrorKind::Other, e.to_string())),
-                    at_us,
-                );
-                self.close(conn);
+                self.fail_and_close(conn, (ErrorKind::Other, e.to_string()), at_us);
                 None
             }
         }
@@ -765,28 +747,19 @@ impl Pool {
     /// run-clock `at_us`. A request on it fails with the real cause (or
     /// completes, when its body ran until the close); the connection is closed.
     fn closed_by_peer(&self, conn: &Rc<Conn>, error: Option<io::Error>, at_us: u64) {
-        if let Some(job) = conn.job.take() {
-            let closed_body = conn.reader.borrow_mut().close();
-            match (closed_body, error) {
-                (Some(response), None) => self.complete(job, conn, response, at_us),
-                (_, error) => {
-                    let cause = error.unwrap_or_else(|| {
-                        io::Error::new(io::ErrorKind::UnexpectedEof, CLOSED_EARLY)
-                    });
-                    let (status, pod) = {
-                        let mut reader = conn.reader.borrow_mut();
-                        (reader.status(), reader.take_pod())
-                    };
-                    self.finish(
-                        job,
-                        Some(conn.id),
-                        status,
-                        pod,
-                        Some(classify(Stage::Exchange, &cause)),
-                        at_us,
-                    );
-                }
-            }
+        let body_ended = match error {
+            None => conn.reader.borrow_mut().close(),
+            Some(_) => None,
+        };
+        if let Some(response) = body_ended
+            && let Some(job) = conn.job.take()
+        {
+            self.complete(job, conn, response, at_us);
+        } else if conn.job.get().is_some() {
+            let cause =
+                error.unwrap_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, CLOSED_EARLY));
+            self.fail_and_close(conn, classify(Stage::Exchange, &cause), at_us);
+            return;
         }
         self.close(conn);
     }
